@@ -1,0 +1,409 @@
+"""Postback ingestion benchmark: Leadgate against a ceiling and a conventional stack.
+
+Each scenario starts its server as a child process, waits for /healthz, warms up, then runs
+wrk (its own process, a Lua script building each request) for --duration seconds and stops
+the server. Scenarios run one after the other, never together:
+
+  bare-aiohttp                aiohttp that only parses the JSON and answers 202: the ceiling
+  leadgate-new                POST /v1/postback, a new lead on every request (201)
+  leadgate-matched            POST /v1/postback on a pool of existing leads: match + merge (200)
+  sync-flask-psycopg          Flask + psycopg 3 under gunicorn sync workers, new leads
+  sync-flask-psycopg-matched  the same on a pool of existing leads
+
+The bench database is dropped and created again at the start, so every run starts clean.
+Commits stay durable: nothing here changes fsync or synchronous_commit.
+
+Usage (from the repository root):
+  .venv/bin/python bench/ingest.py [--duration 10] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import benchdb
+import children
+import leadgate_admin
+import wrkload
+from peers.flask_psycopg import create_table as create_flask_table
+
+BENCH_DIR = Path(__file__).resolve().parent
+PEERS_DIR = BENCH_DIR / "peers"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadgate_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+SCENARIOS = (
+    "bare-aiohttp",
+    "leadgate-new",
+    "leadgate-matched",
+    "sync-flask-psycopg",
+    "sync-flask-psycopg-matched",
+)
+CEILING = "bare-aiohttp"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a run is told on the command line."""
+
+    duration: int
+    warmup: int
+    connections: int
+    threads: int
+    database_url: str
+    redis_url: str
+    pool: int
+    gunicorn_workers: int
+    scenarios: tuple[str, ...]
+    out_dir: Path
+    leadgate: Path
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start one server under test."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class Snapshot:
+    """Cumulative resource counters at one instant."""
+
+    at: float
+    server_cpu: float
+    postgres_cpu: float
+    redis_cpu: float
+    busy: float
+    total: float
+    iowait: float
+    pg: benchdb.PgCounters
+
+
+@dataclass
+class Outcome:
+    """One measured scenario."""
+
+    scenario: str
+    result: wrkload.WrkResult
+    usage: dict[str, float]
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        description="Benchmark Leadgate's postback ingestion against two references.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds measured per scenario")
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per scenario")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (-c)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (-t)")
+    parser.add_argument(
+        "--database-url",
+        default=DEFAULT_DATABASE_URL,
+        help="bench database; dropped and created again at start",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help="Redis database for Leadgate; flushed at start",
+    )
+    parser.add_argument(
+        "--pool", type=int, default=1000, help="existing leads the matched scenarios cycle through"
+    )
+    parser.add_argument(
+        "--gunicorn-workers",
+        type=int,
+        default=5,
+        help="gunicorn sync workers for the Flask reference (2 x cores + 1)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help="comma-separated scenarios to run, in this order",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("/tmp/leadgate-bench"),
+        help="server logs, raw wrk output and results.json",
+    )
+    parser.add_argument(
+        "--leadgate",
+        type=Path,
+        default=Path(sys.executable).parent / "leadgate",
+        help="the leadgate console script",
+    )
+    args = parser.parse_args(argv)
+    scenarios = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
+    if args.duration < 1 or args.warmup < 0 or args.connections < args.threads:
+        parser.error("need --duration >= 1, --warmup >= 0 and --connections >= --threads")
+    return Options(
+        args.duration,
+        args.warmup,
+        args.connections,
+        args.threads,
+        args.database_url,
+        args.redis_url,
+        args.pool,
+        args.gunicorn_workers,
+        scenarios,
+        args.out_dir,
+        args.leadgate,
+    )
+
+
+def exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so every child is stopped on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def bare_spec(port: int) -> ServerSpec:
+    argv = [sys.executable, str(PEERS_DIR / "bare_aiohttp.py"), "--port", str(port)]
+    return ServerSpec(argv, dict(os.environ))
+
+
+def flask_spec(port: int, opts: Options, api_key: str) -> ServerSpec:
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--workers",
+        str(opts.gunicorn_workers),
+        "--worker-class",
+        "sync",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(PEERS_DIR),
+        "--access-logfile",
+        "-",
+        "flask_psycopg:app",
+    ]
+    env = dict(os.environ, BENCH_DATABASE_URL=opts.database_url, BENCH_API_KEY=api_key)
+    return ServerSpec(argv, env)
+
+
+def server_spec(scenario: str, port: int, opts: Options, api_key: str) -> ServerSpec:
+    if scenario == CEILING:
+        return bare_spec(port)
+    if scenario.startswith("sync-flask"):
+        return flask_spec(port, opts, api_key)
+    lg = leadgate_admin.Leadgate(opts.leadgate, opts.database_url, opts.redis_url)
+    return ServerSpec(lg.serve_argv(), lg.env(port))
+
+
+def snapshot(pgid: int, database_url: str) -> Snapshot:
+    busy, total = children.machine_busy()
+    return Snapshot(
+        at=time.monotonic(),
+        server_cpu=children.cpu_by_group(pgid),
+        postgres_cpu=children.cpu_by_name("postgres"),
+        redis_cpu=children.cpu_by_name("redis-server"),
+        busy=busy,
+        total=total,
+        iowait=children.iowait_seconds(),
+        pg=benchdb.pg_counters(database_url),
+    )
+
+
+def usage_between(a: Snapshot, b: Snapshot, wrk_cpu: float, requests: int) -> dict[str, float]:
+    """Where the CPU went during a measurement, in cores, plus commit and WAL-flush rates."""
+    wall = b.at - a.at
+    commits = b.pg.xact_commit - a.pg.xact_commit
+    syncs = b.pg.wal_sync - a.pg.wal_sync
+    return {
+        "wall_s": wall,
+        "server_cores": (b.server_cpu - a.server_cpu) / wall,
+        "postgres_cores": (b.postgres_cpu - a.postgres_cpu) / wall,
+        "redis_cores": (b.redis_cpu - a.redis_cpu) / wall,
+        "wrk_cores": wrk_cpu / wall,
+        "machine_busy_pct": 100 * (b.busy - a.busy) / max(b.total - a.total, 1e-9),
+        "iowait_cores": (b.iowait - a.iowait) / wall,
+        "commits_per_s": commits / wall,
+        "wal_syncs_per_s": syncs / wall,
+        "wal_records_per_request": (b.pg.wal_records - a.pg.wal_records) / max(requests, 1),
+        "requests_per_wal_sync": requests / syncs if syncs else 0.0,
+    }
+
+
+def measure(scenario: str, server: children.Server, opts: Options, api_key: str) -> Outcome:
+    """Warm up, then run wrk for the measured duration while sampling resource use."""
+    mode = "matched" if scenario.endswith("matched") else "new"
+    load = wrkload.Load(opts.threads, opts.connections, opts.duration)
+    run_id = uuid.uuid4().hex[:8]
+    if opts.warmup:
+        warm = wrkload.Load(opts.threads, opts.connections, opts.warmup)
+        mix = wrkload.LeadMix(api_key, f"w{run_id}", mode, opts.pool)
+        w = wrkload.run_wrk(server.base_url, warm, mix, opts.out_dir / f"{scenario}.warmup.txt")
+        say(f"  warm-up: {w.requests} requests, statuses {w.statuses}")
+    mix = wrkload.LeadMix(api_key, f"r{run_id}", mode, opts.pool)
+    before = snapshot(server.pgid, opts.database_url)
+    result = wrkload.run_wrk(server.base_url, load, mix, opts.out_dir / f"{scenario}.wrk.txt")
+    after = snapshot(server.pgid, opts.database_url)
+    return Outcome(
+        scenario, result, usage_between(before, after, result.wrk_cpu_s, result.requests)
+    )
+
+
+def run_scenario(scenario: str, opts: Options, api_key: str) -> Outcome:
+    port = children.free_port()
+    spec = server_spec(scenario, port, opts, api_key)
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = opts.out_dir / f"{scenario}.log"
+    say(f"{scenario}: starting on {base_url} (log: {log_path})")
+    with children.running(scenario, spec.argv, spec.env, base_url, log_path) as server:
+        if scenario.endswith("matched"):
+            seeded = leadgate_admin.seed_pool(base_url, api_key, opts.pool)
+            say(f"  seeded {opts.pool} leads: statuses {seeded}")
+        outcome = measure(scenario, server, opts, api_key)
+    r = outcome.result
+    say(
+        f"  measured: {r.requests} requests in {r.duration_s:.1f}s, statuses {r.statuses}, "
+        f"socket errors {r.socket_errors}"
+    )
+    return outcome
+
+
+def prepare(opts: Options) -> str:
+    """Recreate the bench database, apply Leadgate's schema, and return an ingest key."""
+    benchdb.recreate_database(opts.database_url)
+    benchdb.flush_redis(opts.redis_url)
+    create_flask_table(opts.database_url)
+    if not any(s.startswith("leadgate") for s in opts.scenarios):
+        return "lg_bench_" + uuid.uuid4().hex
+    if not opts.leadgate.exists():
+        raise leadgate_admin.AdminFailed(f"the leadgate console script is missing: {opts.leadgate}")
+    lg = leadgate_admin.Leadgate(opts.leadgate, opts.database_url, opts.redis_url)
+    return leadgate_admin.prepare(lg)
+
+
+def fmt_row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """The result table: throughput, latency, errors, share of the ceiling, CPU use."""
+    ceiling = next((o.result.rps for o in outcomes if o.scenario == CEILING), 0.0)
+    header = [
+        "scenario",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx",
+        "sock err",
+        "% of bare",
+        "server cpu",
+        "pg cpu",
+        "wrk cpu",
+        "commits/s",
+    ]
+    rows = [header]
+    for o in outcomes:
+        r, u = o.result, o.usage
+        share = f"{100 * r.rps / ceiling:.1f}%" if ceiling else "-"
+        rows.append(
+            [
+                o.scenario,
+                f"{r.rps:,.0f}",
+                f"{r.p50_ms:.2f}",
+                f"{r.p99_ms:.2f}",
+                str(r.non_2xx),
+                str(r.socket_error_count),
+                share,
+                f"{u['server_cores']:.2f}",
+                f"{u['postgres_cores']:.2f}",
+                f"{u['wrk_cores']:.2f}",
+                f"{u['commits_per_s']:,.0f}",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [fmt_row(row, widths) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def save(outcomes: list[Outcome], opts: Options, settings: dict[str, str]) -> Path:
+    path = opts.out_dir / "results.json"
+    data: dict[str, Any] = {
+        "argv": sys.argv,
+        "nproc": os.cpu_count(),
+        "postgres": settings,
+        "scenarios": [
+            {"scenario": o.scenario, "rps": o.result.rps, **asdict(o.result), "usage": o.usage}
+            for o in outcomes
+        ],
+    }
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def run_all(opts: Options, on_result: Callable[[Outcome], None]) -> None:
+    api_key = prepare(opts)
+    for scenario in opts.scenarios:
+        on_result(run_scenario(scenario, opts, api_key))
+
+
+@contextlib.contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    previous = {s: signal.signal(s, exit_on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    try:
+        wrkload.wrk_path()
+    except wrkload.WrkMissing as e:
+        print(e, file=sys.stderr)
+        return 2
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    settings = benchdb.durability_settings(opts.database_url)
+    say(
+        f"cores: {os.cpu_count()}; wrk -t{opts.threads} -c{opts.connections}, "
+        f"{opts.warmup}s warm-up + {opts.duration}s per scenario; postgres {settings}"
+    )
+    outcomes: list[Outcome] = []
+    try:
+        with signals_as_interrupts():
+            run_all(opts, outcomes.append)
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        return 130
+    except (children.ServerFailed, wrkload.WrkFailed, leadgate_admin.AdminFailed) as e:
+        print(f"\nbenchmark failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if outcomes:
+            say("\n" + table(outcomes))
+            say(f"\nraw output, logs and results.json in {save(outcomes, opts, settings).parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Leadgate: the HTTP gateway and the lead domain it owns."""

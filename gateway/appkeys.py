@@ -1,0 +1,17 @@
+"""Typed keys for what the application and each request carry, defined once."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from gateway.keys import Principal
+from gateway.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", ArqRedis)
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID = web.RequestKey("request_id", str)

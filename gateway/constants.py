@@ -1,0 +1,33 @@
+"""Fixed values shared across the gateway, each with the reason for its value."""
+
+from __future__ import annotations
+
+# Prefixes make an id's kind obvious in logs and support tickets (as Stripe's do).
+TENANT_PREFIX = "ten"
+KEY_PREFIX = "key"
+LEAD_PREFIX = "lead"
+EVENT_PREFIX = "evt"
+
+# An API key is this prefix plus 43 url-safe characters (256 random bits): the prefix lets
+# secret scanners recognise a leaked key; the entropy makes SHA-256 storage safe.
+API_KEY_PREFIX = "lg_live_"
+API_KEY_RANDOM_BYTES = 32
+# How much of a key is kept in clear to recognise it in a listing: the prefix and 4 characters.
+API_KEY_HINT_LENGTH = len(API_KEY_PREFIX) + 4
+
+SCOPES = ("ingest", "read", "manage")
+
+DEFAULT_STAGES = ("new", "contacted", "qualified", "proposal", "won")
+DEFAULT_EXIT_STAGES = ("lost",)
+
+# Page size bounds for list endpoints, as the contract sets them.
+PAGE_LIMIT_DEFAULT = 50
+PAGE_LIMIT_MAX = 100
+
+# Free-text fields are bounded so one lead cannot bloat every index and webhook it touches.
+MAX_TEXT_FIELD = 1000
+MAX_IDEMPOTENCY_KEY = 255
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# A client-sent request id is echoed only if it is a sane token; otherwise a new one is made.
+MAX_REQUEST_ID = 200

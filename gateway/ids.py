@@ -1,0 +1,21 @@
+"""Prefixed, time-ordered identifiers: `lead_01JD…`, `evt_01JD…`.
+
+The 26-character tail is a ULID (48-bit millisecond time, 80 random bits, Crockford base32), so
+ids sort by creation time, which keeps B-tree inserts local and makes them readable in logs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id(prefix: str) -> str:
+    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    chars = []
+    for _ in range(26):
+        value, rem = divmod(value, 32)
+        chars.append(_ALPHABET[rem])
+    return f"{prefix}_{''.join(reversed(chars))}"

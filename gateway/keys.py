@@ -1,0 +1,87 @@
+"""API keys: made random and prefixed, shown once, stored only as a SHA-256 hash.
+
+A request's key is hashed and looked up by its hash; the stored hash is then compared in
+constant time, so neither the lookup nor the comparison leaks how much of a guess was right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+from gateway.constants import API_KEY_HINT_LENGTH, API_KEY_PREFIX, API_KEY_RANDOM_BYTES, KEY_PREFIX
+from gateway.db import Conn
+from gateway.ids import new_id
+from gateway.tenants import Pipeline
+
+CREATE_KEY = """
+INSERT INTO api_keys (id, tenant_id, key_hash, hint, scopes) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
+"""
+
+LIST_KEYS = """
+SELECT id, tenant_id, hint, scopes, created_at, revoked_at FROM api_keys
+WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at, id
+"""
+
+REVOKE_KEY = """
+UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
+"""
+
+# One round trip authenticates the key and loads what every request needs of its tenant.
+AUTHENTICATE = """
+SELECT k.id AS key_id, k.key_hash, k.scopes, t.id AS tenant_id, t.stages, t.exit_stages,
+       t.match_phone, t.rate_limit
+FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key, its scopes and what the request needs of its tenant."""
+
+    key_id: str
+    tenant_id: str
+    scopes: frozenset[str]
+    pipeline: Pipeline
+    match_phone: bool
+    rate_limit: int | None
+
+
+def generate_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_key(conn: Conn, tenant_id: str, scopes: list[str]) -> tuple[asyncpg.Record, str]:
+    """Create a key; the plain key is returned here and nowhere else, ever."""
+    key = generate_key()
+    row = await conn.fetchrow(
+        CREATE_KEY, new_id(KEY_PREFIX), tenant_id, hash_key(key), key[:API_KEY_HINT_LENGTH], scopes
+    )
+    assert row is not None
+    return row, key
+
+
+async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Principal | None:
+    digest = hash_key(key)
+    row = await conn.fetchrow(AUTHENTICATE, digest)
+    if row is None or not hmac.compare_digest(row["key_hash"], digest):
+        return None
+    return Principal(
+        key_id=row["key_id"],
+        tenant_id=row["tenant_id"],
+        scopes=frozenset(row["scopes"]),
+        pipeline=Pipeline(tuple(row["stages"]), tuple(row["exit_stages"])),
+        match_phone=row["match_phone"],
+        rate_limit=row["rate_limit"],
+    )

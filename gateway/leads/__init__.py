@@ -1,0 +1,1 @@
+"""Leads: ingestion (match, merge, stage pipeline), the leads API, and their events."""

@@ -1,0 +1,260 @@
+"""The leads API: postbacks and creates, list, get, patch, delete."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from gateway import idempotency, jsonio
+from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.db import Conn
+from gateway.errors import InvalidRequest, NotFound
+from gateway.events import Event, write_events
+from gateway.http import body_fields, json_response, query_fields, read_body, validate
+from gateway.keys import Principal
+from gateway.leads import sql
+from gateway.leads.ingest import (
+    IngestResult,
+    StageMove,
+    get_lead,
+    ingest,
+    lead_json,
+    normalized_values,
+    resolve_stage,
+    save_change,
+)
+from gateway.leads.models import (
+    DeletedResponse,
+    IngestResponse,
+    LeadListQuery,
+    LeadPage,
+    LeadPatch,
+    LeadResponse,
+    PostbackIn,
+)
+from gateway.middleware import requires
+from gateway.openapi import Operation
+
+CUSTOM_FILTER_PREFIX = "custom."
+
+
+def _ingest_response(result: IngestResult) -> web.Response:
+    payload = {
+        "data": result.lead,
+        "created": result.created,
+        "stage_ignored": result.stage_ignored,
+    }
+    return json_response(payload, status=201 if result.created else 200)
+
+
+async def _run_postback(request: web.Request, fields: dict[str, Any], body: bytes) -> web.Response:
+    postback = validate(PostbackIn, fields)
+    who = request[PRINCIPAL]
+    settings = request.app[SETTINGS]
+
+    async def work(conn: Conn) -> web.Response:
+        result = await ingest(conn, who, postback, settings.default_phone_region)
+        return _ingest_response(result)
+
+    key = idempotency.key_of(request) if request.method == "POST" else None
+    return await idempotency.run_once(
+        request.app[POOL],
+        who.tenant_id,
+        key,
+        idempotency.fingerprint(request, body) if key else b"",
+        settings.idempotency_ttl_seconds,
+        work,
+    )
+
+
+@requires("ingest")
+async def post_postback(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    return await _run_postback(request, await body_fields(request, body), body)
+
+
+@requires("ingest")
+async def get_postback(request: web.Request) -> web.Response:
+    fields = query_fields(request.query)
+    fields.pop("api_key", None)
+    return await _run_postback(request, fields, b"")
+
+
+def _encode_cursor(lead: dict[str, Any]) -> str:
+    raw = jsonio.dumps([lead["created_at"], lead["id"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, lead_id = jsonio.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created), str(lead_id)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise InvalidRequest("the cursor is not valid", fields={"cursor": "invalid"}) from e
+
+
+def _list_query(request: web.Request) -> tuple[LeadListQuery, dict[str, str]]:
+    plain: dict[str, Any] = {}
+    custom: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name.startswith(CUSTOM_FILTER_PREFIX) and len(name) > len(CUSTOM_FILTER_PREFIX):
+            custom[name[len(CUSTOM_FILTER_PREFIX) :]] = value
+        elif name == "stage":
+            plain.setdefault("stage", []).append(value)
+        else:
+            plain[name] = value
+    return validate(LeadListQuery, plain), custom
+
+
+def _like(term: str) -> str:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@requires("read")
+async def list_leads(request: web.Request) -> web.Response:
+    query, custom = _list_query(request)
+    who = request[PRINCIPAL]
+    stages = None
+    if query.stage:
+        stages = [who.pipeline.canonical(s) or s for s in query.stage]
+    filters = (
+        who.tenant_id,
+        stages,
+        query.source,
+        query.campaign,
+        _like(query.search) if query.search else None,
+        query.from_,
+        query.to,
+        query.updated_since,
+        list(custom) or None,
+        list(custom.values()) or None,
+    )
+    after: tuple[datetime | None, str | None] = (None, None)
+    offset = query.offset
+    if query.cursor:
+        after, offset = _decode_cursor(query.cursor), 0
+    pool = request.app[POOL]
+    rows = await pool.fetch(sql.LIST_LEADS, *filters, *after, query.limit + 1, offset)
+    total = await pool.fetchval(sql.COUNT_LEADS, *filters)
+    leads = [lead_json(r) for r in rows[: query.limit]]
+    more = len(rows) > query.limit
+    return json_response(
+        {
+            "data": leads,
+            "total": total,
+            "limit": query.limit,
+            "offset": offset,
+            "next_cursor": _encode_cursor(leads[-1]) if more else None,
+        }
+    )
+
+
+async def _detail(conn: Conn | asyncpg.Pool, who: Principal, lead_id: str) -> Any:
+    lead = await get_lead(conn, who.tenant_id, lead_id)
+    history = await conn.fetch(sql.LIST_STAGE_HISTORY, lead_id)
+    lead["stage_history"] = [dict(r) for r in history]
+    return {"data": lead}
+
+
+@requires("read")
+async def get_lead_view(request: web.Request) -> web.Response:
+    who = request[PRINCIPAL]
+    return json_response(await _detail(request.app[POOL], who, request.match_info["lead_id"]))
+
+
+@requires("manage")
+async def patch_lead(request: web.Request) -> web.Response:
+    who = request[PRINCIPAL]
+    settings = request.app[SETTINGS]
+    lead_id = request.match_info["lead_id"]
+    body = await read_body(request)
+    patch = validate(LeadPatch, await body_fields(request, body))
+    sent = patch.model_fields_set
+    values = normalized_values(patch, settings.default_phone_region)
+    target = resolve_stage(who.pipeline, patch.stage) if patch.stage else None
+    if "stage" in sent and patch.stage is None:
+        raise InvalidRequest("stage cannot be cleared", fields={"stage": "cannot be null"})
+
+    async def work(conn: Conn) -> web.Response:
+        row = await conn.fetchrow(sql.LOCK_LEAD, lead_id, who.tenant_id)
+        if row is None:
+            raise NotFound(f"no lead with id {lead_id!r}")
+        current = lead_json(row)
+        merged = dict(current)
+        for name in sent - {"stage", "custom_data"}:
+            merged[name] = values.get(name)  # null or blank clears a field
+        if patch.custom_data is not None:
+            custom = {**current["custom_data"], **patch.custom_data}
+            merged["custom_data"] = {k: v for k, v in custom.items() if v is not None}
+        move = None
+        if target is not None and target != current["stage"]:
+            merged["stage"] = target
+            forced = not who.pipeline.is_forward(current["stage"], target)
+            move = StageMove(current["stage"], target, forced)
+        await save_change(conn, who, current, merged, move, datetime.now(UTC))
+        return json_response(await _detail(conn, who, lead_id))
+
+    key = idempotency.key_of(request)
+    return await idempotency.run_once(
+        request.app[POOL],
+        who.tenant_id,
+        key,
+        idempotency.fingerprint(request, body) if key else b"",
+        settings.idempotency_ttl_seconds,
+        work,
+    )
+
+
+@requires("manage")
+async def delete_lead(request: web.Request) -> web.Response:
+    """Erase the lead's personal data; emits `lead.deleted` with what remains."""
+    who = request[PRINCIPAL]
+    lead_id = request.match_info["lead_id"]
+    now = datetime.now(UTC)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(sql.ERASE_LEAD, lead_id, who.tenant_id, now)
+        if row is None:
+            raise NotFound(f"no lead with id {lead_id!r}")
+        lead = lead_json(row)
+        await write_events(
+            conn, who.tenant_id, [Event("lead.deleted", {**lead, "deleted": True}, now, lead_id)]
+        )
+    return json_response({"id": lead_id, "deleted": True})
+
+
+_API_KEY_PARAMETER = {
+    "name": "api_key",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The API key, for senders that cannot set headers.",
+}
+_POSTBACK_ERRORS = (400, 404, 409, 413, 415, 422)
+
+OPERATIONS = [
+    Operation("POST", "/v1/postback", post_postback, "Post a lead (create or update)",
+              scope="ingest", body=PostbackIn, forms=True, response=IngestResponse,
+              statuses=(200, 201), errors=_POSTBACK_ERRORS, tags=("ingest",)),
+    Operation("GET", "/v1/postback", get_postback, "Post a lead as query parameters",
+              scope="ingest", query=PostbackIn, response=IngestResponse, statuses=(200, 201),
+              errors=(400, 404, 409), tags=("ingest",),
+              extra_parameters=(_API_KEY_PARAMETER,)),
+    Operation("POST", "/v1/leads", post_postback, "Create a lead (or update its match)",
+              scope="ingest", body=PostbackIn, forms=True, response=IngestResponse,
+              statuses=(200, 201), errors=_POSTBACK_ERRORS, tags=("leads",)),
+    Operation("GET", "/v1/leads", list_leads, "List leads", scope="read", query=LeadListQuery,
+              response=LeadPage, errors=(400,), tags=("leads",)),
+    Operation("GET", "/v1/leads/{lead_id}", get_lead_view, "Get a lead with its stage history",
+              scope="read", response=LeadResponse, errors=(404,), tags=("leads",)),
+    Operation("PATCH", "/v1/leads/{lead_id}", patch_lead, "Change a lead's stage or fields",
+              scope="manage", body=LeadPatch, forms=True, response=LeadResponse,
+              errors=(400, 404, 409, 413, 415, 422), tags=("leads",)),
+    Operation("DELETE", "/v1/leads/{lead_id}", delete_lead, "Erase a lead's personal data",
+              scope="manage", response=DeletedResponse, errors=(404,), tags=("leads",)),
+]  # fmt: skip

@@ -1,0 +1,158 @@
+"""Middlewares: request ids, the request log line, errors as the contract's body, and auth.
+
+`observe` wraps everything: it gives the request an id (echoing a sane `X-Request-Id`), logs
+one line when the response is ready, and turns any error into `{"error": {…}}` — an unexpected
+exception becomes a 500 whose body says nothing about its cause. `authenticate` resolves the
+API key of routes that declare a scope.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway import jsonio
+from gateway.appkeys import POOL, PRINCIPAL, REQUEST_ID
+from gateway.constants import MAX_REQUEST_ID, REQUEST_ID_HEADER
+from gateway.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from gateway.keys import authenticate as authenticate_key
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = structlog.get_logger("leadgate.http")
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
+SCOPE_ATTR = "leadgate_scope"
+
+# aiohttp's own HTTP errors, as the contract names them.
+_HTTP_ERRORS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+def requires(scope: str) -> Callable[[Handler], Handler]:
+    """Mark a handler as needing an API key with `scope`."""
+
+    def mark(handler: Handler) -> Handler:
+        setattr(handler, SCOPE_ATTR, scope)
+        return handler
+
+    return mark
+
+
+def error_response(error: ApiError, request_id: str) -> web.Response:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.fields:
+        body["fields"] = error.fields
+    body["request_id"] = request_id
+    return web.Response(
+        body=jsonio.dumps({"error": body}),
+        status=error.status,
+        content_type="application/json",
+        headers=error.headers,
+    )
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    if 0 < len(given) <= MAX_REQUEST_ID and _SANE_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _as_api_error(exc: web.HTTPException) -> ApiError:
+    kind = _HTTP_ERRORS.get(exc.status)
+    if kind is NotFound:
+        return NotFound("no such route")
+    if kind is MethodNotAllowed:
+        assert isinstance(exc, web.HTTPMethodNotAllowed)
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return MethodNotAllowed(f"method not allowed; use {allowed}", headers={"Allow": allowed})
+    if kind is PayloadTooLarge:
+        return PayloadTooLarge("request body is too large (LEADGATE_MAX_BODY_BYTES)")
+    if kind is not None:
+        return kind(exc.reason)
+    error = InternalError(exc.reason)
+    error.status = exc.status
+    return error
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    request_id = _request_id(request)
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except ApiError as e:
+        response = error_response(e, request_id)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        response = error_response(_as_api_error(e), request_id)
+    except Exception:
+        log.exception("unhandled_error", method=request.method, path=request.path)
+        response = error_response(InternalError("an internal error occurred"), request_id)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    route = request.match_info.route.resource
+    log.info(
+        "request",
+        method=request.method,
+        route=route.canonical if route is not None else None,
+        status=response.status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+    return response
+
+
+def _key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raise Unauthorized("the Authorization header must be `Bearer <key>`")
+    if key := request.headers.get("X-API-Key"):
+        return key.strip()
+    # Ad networks' postback pixels cannot set headers; only a GET postback may carry the key.
+    if request.method == "GET" and request.path == "/v1/postback":
+        return request.query.get("api_key")
+    return None
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = getattr(handler, SCOPE_ATTR, None)
+    if scope is None:
+        return await handler(request)
+    key = _key_of(request)
+    if not key:
+        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+    principal = await authenticate_key(request.app[POOL], key)
+    if principal is None:
+        raise Unauthorized("the API key is not valid (unknown or revoked)")
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, key_id=principal.key_id)
+    if scope not in principal.scopes:
+        raise Forbidden(f"this API key lacks the {scope!r} scope")
+    request[PRINCIPAL] = principal
+    return await handler(request)

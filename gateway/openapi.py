@@ -1,0 +1,147 @@
+"""Routes as data, and the OpenAPI 3.1 document generated from them.
+
+Each domain lists its `Operation`s: method, path, handler, the scope it needs, and the pydantic
+models that validate its query and body and describe its response. `create_app` registers the
+same list, so the document can only describe what the server does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from gateway.http import FORM_TYPE, JSON_TYPE
+from gateway.middleware import Handler
+
+_OK_TEXT = {200: "OK.", 201: "Created.", 202: "Accepted."}
+_ERROR_TEXT = {
+    400: "Invalid request: `error.fields` names each bad field.",
+    401: "Missing or invalid API key.",
+    403: "The API key lacks the scope this operation needs.",
+    404: "No such object for this tenant.",
+    409: "Conflict: a duplicate, or a request with this idempotency key is in progress.",
+    413: "The body exceeds LEADGATE_MAX_BODY_BYTES.",
+    415: "The Content-Type is neither JSON nor a url-encoded form.",
+    422: "The idempotency key was used with a different request.",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    scope: str | None = None
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    forms: bool = False  # the body may also be a url-encoded form
+    response: type[BaseModel] | None = None
+    statuses: tuple[int, ...] = (200,)
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    extra_parameters: tuple[dict[str, Any], ...] = ()
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    fields: dict[str, str] | None = None
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
+    models: set[type[BaseModel]] = {ErrorBody}
+    for op in operations:
+        models.update(m for m in (op.query, op.body, op.response) if m is not None)
+    keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
+        (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
+    ]
+    refs, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    schemas = defs.get("$defs", {})
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return refs[(model, "validation")]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, ref, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Leadgate",
+            "version": version,
+            "description": "Deduplicated lead ingestion, and signed webhooks of every change.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": op.handler.__name__,
+        "tags": list(op.tags),
+        "parameters": [*_path_parameters(op.path), *op.extra_parameters],
+        "responses": {},
+    }
+    if op.query is not None:
+        doc["parameters"] += _query_parameters(schemas[op.query.__name__])
+    if op.body is not None:
+        content = {JSON_TYPE: {"schema": ref(op.body)}}
+        if op.forms:
+            content[FORM_TYPE] = {"schema": ref(op.body)}
+        doc["requestBody"] = {"required": True, "content": content}
+    for status in op.statuses:
+        ok: dict[str, Any] = {"description": _OK_TEXT[status]}
+        if op.response is not None:
+            ok["content"] = {JSON_TYPE: {"schema": ref(op.response)}}
+        doc["responses"][str(status)] = ok
+    error_ref = ref(ErrorBody)
+    codes = set(op.errors) | ({401, 403} if op.scope else set())
+    for code in sorted(codes):
+        doc["responses"][str(code)] = {
+            "description": _ERROR_TEXT[code],
+            "content": {JSON_TYPE: {"schema": error_ref}},
+        }
+    if op.scope:
+        doc["security"] = [{"bearer": []}, {"apiKey": []}]
+        doc["description"] = f"Needs an API key with the `{op.scope}` scope."
+    return doc
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def _query_parameters(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    required = set(schema.get("required", ()))
+    params = []
+    for name, prop in schema.get("properties", {}).items():
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        param["schema"] = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        if "description" in prop:
+            param["description"] = prop["description"]
+        if prop.get("type") == "array" or any(
+            s.get("type") == "array" for s in prop.get("anyOf", ())
+        ):
+            param["explode"] = True
+        params.append(param)
+    return params

@@ -1,0 +1,38 @@
+"""Running the gateway process: logging, the event loop, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.logs import configure_logging
+from gateway.settings import Settings
+
+# On SIGTERM aiohttp stops accepting, then gives in-flight requests this long to finish.
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_format, settings.log_level)
+    install_uvloop()
+    log = structlog.get_logger("leadgate")
+    log.info("gateway_starting", host=settings.host, port=settings.port)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )

@@ -1,0 +1,101 @@
+"""One typed, immutable settings object, read from `LEADGATE_*` and an optional TOML file.
+
+Precedence, highest first: environment variables, the TOML file named by `LEADGATE_CONFIG`
+(or passed to `load_settings`), then the defaults here. Every option is documented in
+`config/leadgate.example.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Everything Leadgate can be told; a test builds one with the fields it needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEADGATE_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    database_url: str | None = Field(
+        None, description="Postgres DSN. Unset: `leadgate dev` starts an embedded Postgres."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL. Unset: `leadgate dev` starts an embedded Redis."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = Field(
+        Path(".leadgate"), description="Where `leadgate dev` keeps its embedded servers' data."
+    )
+    db_pool_min: int = Field(2, ge=1)
+    db_pool_max: int = Field(20, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    log_format: Literal["json", "console", "auto"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    default_phone_region: str | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="ISO country for phone numbers written without +country code.",
+    )
+    idempotency_ttl_seconds: int = Field(86_400, ge=60)
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _region_upper(cls, value: str | None) -> str | None:
+        return value.upper() if value else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("LEADGATE_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Load settings once at start-up; raise SettingsError naming every bad setting."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"LEADGATE_CONFIG: no such file: {config_file}")
+        os.environ["LEADGATE_CONFIG"] = str(config_file)
+    elif (path := os.environ.get("LEADGATE_CONFIG")) and not Path(path).is_file():
+        raise SettingsError(f"LEADGATE_CONFIG: no such file: {path}")
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise SettingsError(describe_errors(e)) from e
+    except ValueError as e:  # a TOML file that does not parse
+        raise SettingsError(f"LEADGATE_CONFIG: {e}") from e
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting, named as the operator would set it."""
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "?"
+        lines.append(f"LEADGATE_{name.upper()} ({name}): {item['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,138 @@
+"""Tenants: who owns every row, and each tenant's stage pipeline and matching options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from gateway.constants import TENANT_PREFIX
+from gateway.db import Conn
+from gateway.ids import new_id
+
+CREATE_TENANT = """
+INSERT INTO tenants (id, name) VALUES ($1, $2)
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, created_at
+"""
+
+GET_TENANT = """
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+FROM tenants WHERE id = $1
+"""
+
+LIST_TENANTS = """
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+FROM tenants ORDER BY created_at, id
+"""
+
+FIND_TENANT_BY_NAME = """
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1
+"""
+
+# Each option is left as it is when its parameter is NULL.
+UPDATE_TENANT = """
+UPDATE tenants SET
+    name = coalesce($2, name),
+    stages = coalesce($3, stages),
+    exit_stages = coalesce($4, exit_stages),
+    match_phone = coalesce($5, match_phone),
+    rate_limit = CASE WHEN $6::int IS NULL THEN rate_limit WHEN $6 = 0 THEN NULL ELSE $6 END
+WHERE id = $1
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, created_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A tenant's ordered stages, and the exit stages reachable from any of them."""
+
+    stages: tuple[str, ...]
+    exit_stages: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.stages + self.exit_stages
+
+    def canonical(self, name: str) -> str | None:
+        """The stage as the tenant spells it, matched without regard to case or spacing."""
+        wanted = name.strip().casefold()
+        return next((s for s in self.all if s.casefold() == wanted), None)
+
+    def is_forward(self, current: str, target: str) -> bool:
+        """Whether a postback may move a lead from `current` to `target` unforced.
+
+        Exit stages are reachable from any pipeline stage; once a lead is in an exit stage only
+        force (or a manual change) takes it anywhere else. A stage that has since been removed
+        from the pipeline counts as the start of it.
+        """
+        if current in self.exit_stages:
+            return False
+        if target in self.exit_stages:
+            return True
+        rank = {s: i for i, s in enumerate(self.stages)}
+        return rank[target] > rank.get(current, -1)
+
+
+def parse_stage_list(text: str) -> tuple[str, ...]:
+    """`"Form Started, Paid"` → `("Form Started", "Paid")`; rejects empties and duplicates."""
+    stages = tuple(s.strip() for s in text.split(","))
+    if any(not s for s in stages):
+        raise ValueError("stage names cannot be empty")
+    if len({s.casefold() for s in stages}) != len(stages):
+        raise ValueError("stage names must be unique (case-insensitively)")
+    return stages
+
+
+def pipeline_of(row: asyncpg.Record | dict[str, Any]) -> Pipeline:
+    return Pipeline(tuple(row["stages"]), tuple(row["exit_stages"]))
+
+
+def tenant_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "stages": list(row["stages"]),
+        "exit_stages": list(row["exit_stages"]),
+        "match_phone": row["match_phone"],
+        "rate_limit": row["rate_limit"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+async def create_tenant(conn: Conn, name: str) -> asyncpg.Record:
+    row = await conn.fetchrow(CREATE_TENANT, new_id(TENANT_PREFIX), name)
+    assert row is not None
+    return row
+
+
+async def update_tenant(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    name: str | None = None,
+    stages: tuple[str, ...] | None = None,
+    exit_stages: tuple[str, ...] | None = None,
+    match_phone: bool | None = None,
+    rate_limit: int | None = None,
+) -> asyncpg.Record | None:
+    """Change a tenant's options; `rate_limit=0` returns it to the global default."""
+    if stages is not None or exit_stages is not None:
+        current = await conn.fetchrow(GET_TENANT, tenant_id)
+        if current is None:
+            return None
+        merged = (stages or tuple(current["stages"])) + (
+            exit_stages if exit_stages is not None else tuple(current["exit_stages"])
+        )
+        if len({s.casefold() for s in merged}) != len(merged):
+            raise ValueError("a stage cannot be both in the pipeline and an exit stage")
+    return await conn.fetchrow(
+        UPDATE_TENANT,
+        tenant_id,
+        name,
+        list(stages) if stages is not None else None,
+        list(exit_stages) if exit_stages is not None else None,
+        match_phone,
+        rate_limit,
+    )

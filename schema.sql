@@ -1,0 +1,115 @@
+-- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
+-- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
+
+CREATE TABLE IF NOT EXISTS tenants (
+    id            text PRIMARY KEY,
+    name          text NOT NULL,
+    -- The ordered pipeline a postback may only move forward along, and the exit stages
+    -- reachable from any stage (and left again only by force or a manual change).
+    stages        text[] NOT NULL DEFAULT '{new,contacted,qualified,proposal,won}',
+    exit_stages   text[] NOT NULL DEFAULT '{lost}',
+    match_phone   boolean NOT NULL DEFAULT false,
+    rate_limit    integer CHECK (rate_limit IS NULL OR rate_limit > 0),
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id            text PRIMARY KEY,
+    tenant_id     text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    -- SHA-256 of the whole key; keys carry 256 random bits, so a fast hash is enough.
+    key_hash      bytea NOT NULL UNIQUE,
+    -- The first characters of the key, to recognise it in listings; never enough to use it.
+    hint          text NOT NULL,
+    scopes        text[] NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    revoked_at    timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant_id);
+
+CREATE TABLE IF NOT EXISTS leads (
+    id                      text PRIMARY KEY,
+    tenant_id               text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    external_id             text,
+    -- Stored normalised: email trimmed and lower-cased, phone in E.164.
+    email                   text,
+    phone                   text,
+    first_name              text,
+    last_name               text,
+    company                 text,
+    stage                   text NOT NULL,
+    source                  text,
+    domain                  text,
+    campaign                text,
+    utm_source              text,
+    utm_medium              text,
+    utm_campaign            text,
+    utm_term                text,
+    utm_content             text,
+    referrer                text,
+    ip_address              text,
+    user_agent              text,
+    browser                 text,
+    device_type             text,
+    form_completion_percent double precision,
+    form_fields_completed   integer,
+    form_fields_total       integer,
+    estimated_value         double precision,
+    custom_data             jsonb NOT NULL DEFAULT '{}',
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    -- Set when the lead's personal data is erased; the row stays so its events keep a referent.
+    deleted_at              timestamptz
+);
+-- The matching keys: one live lead per external id and per normalised email in a tenant.
+CREATE UNIQUE INDEX IF NOT EXISTS leads_tenant_external_id
+    ON leads (tenant_id, external_id) WHERE external_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS leads_tenant_email
+    ON leads (tenant_id, email) WHERE email IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leads_tenant_phone
+    ON leads (tenant_id, phone) WHERE phone IS NOT NULL;
+-- Listing order (newest first) and the keyset cursor.
+CREATE INDEX IF NOT EXISTS leads_tenant_created
+    ON leads (tenant_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+CREATE INDEX IF NOT EXISTS leads_tenant_updated
+    ON leads (tenant_id, updated_at) WHERE deleted_at IS NULL;
+
+CREATE TABLE IF NOT EXISTS stage_history (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id   text NOT NULL,
+    lead_id     text NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    from_stage  text,
+    to_stage    text NOT NULL,
+    forced      boolean NOT NULL DEFAULT false,
+    api_key_id  text,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS stage_history_lead ON stage_history (lead_id, id);
+
+-- The transactional outbox: an event is written in the same transaction as the change that
+-- caused it, and never changes afterwards. `body` is the exact Standard Webhooks envelope that
+-- is signed and sent, so every retry carries the same bytes.
+CREATE TABLE IF NOT EXISTS events (
+    id          text PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    type        text NOT NULL,
+    lead_id     text,
+    body        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS events_tenant_created ON events (tenant_id, created_at);
+CREATE INDEX IF NOT EXISTS events_lead ON events (lead_id) WHERE lead_id IS NOT NULL;
+
+-- Idempotency keys: the first response to a key, stored in the same transaction as the change
+-- it made, replayed for 24 hours. A request in flight holds an advisory lock on the key instead
+-- of a row, so a crashed request never leaves a key stuck.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant_id     text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    key           text NOT NULL,
+    fingerprint   bytea NOT NULL,
+    status        smallint NOT NULL,
+    content_type  text NOT NULL,
+    body          bytea NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
