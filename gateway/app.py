@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis
 
 from gateway import db, jsonio
 from gateway.appkeys import POOL, REDIS, SETTINGS
@@ -18,6 +18,9 @@ from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
 from gateway.settings import Settings
+
+# Redis only carries signals; waiting longer than this on it would stall requests for nothing.
+REDIS_TIMEOUT = 2.0
 
 OPERATIONS: list[Operation] = [*LEAD_OPERATIONS]
 
@@ -53,6 +56,9 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url
-    app[REDIS] = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    # Connects lazily: the gateway starts, and keeps taking leads, while Redis is down.
+    app[REDIS] = ArqRedis.from_url(
+        settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+    )
     yield
     await app[REDIS].aclose()

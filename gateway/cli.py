@@ -16,7 +16,7 @@ import asyncpg
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from gateway import db
 from gateway.constants import SCOPES
@@ -159,7 +159,9 @@ async def tenants_list(conn: asyncpg.Connection, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("id", "name", "stages", "exit stages", "match phone", "rate limit")
+    table = Table(
+        Column("id", no_wrap=True), "name", "stages", "exit stages", "match phone", "rate limit"
+    )
     for t in rows:
         table.add_row(
             t["id"], t["name"], ", ".join(t["stages"]), ", ".join(t["exit_stages"]),
@@ -260,7 +262,10 @@ async def keys_list(conn: asyncpg.Connection, tenant_id: str | None, as_json: bo
     if as_json:
         emit_json(rows)
         return
-    table = Table("id", "tenant", "key", "scopes", "created", "revoked")
+    table = Table(
+        Column("id", no_wrap=True), Column("tenant", no_wrap=True), "key", "scopes", "created",
+        "revoked",
+    )
     for k in rows:
         table.add_row(
             k["id"], k["tenant_id"], k["hint"] + "…", ",".join(k["scopes"]),

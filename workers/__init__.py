@@ -1,0 +1,1 @@
+"""Leadgate's workers: what runs off the request path (webhook delivery and its relay)."""
