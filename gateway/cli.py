@@ -263,7 +263,11 @@ async def keys_list(conn: asyncpg.Connection, tenant_id: str | None, as_json: bo
         emit_json(rows)
         return
     table = Table(
-        Column("id", no_wrap=True), Column("tenant", no_wrap=True), "key", "scopes", "created",
+        Column("id", no_wrap=True),
+        Column("tenant", no_wrap=True),
+        "key",
+        "scopes",
+        "created",
         "revoked",
     )
     for k in rows:
