@@ -94,7 +94,9 @@ CREATE TABLE IF NOT EXISTS events (
     type        text NOT NULL,
     lead_id     text,
     body        text NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- A scheduled follow-up is delivered at this time rather than at once.
+    deliver_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS events_tenant_created ON events (tenant_id, created_at);
 CREATE INDEX IF NOT EXISTS events_lead ON events (lead_id) WHERE lead_id IS NOT NULL;
@@ -113,3 +115,74 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+
+-- Webhook endpoints. The signing secret is kept in clear because signing needs it; during a
+-- rotation the previous secret signs too, until previous_secret_expires_at.
+CREATE TABLE IF NOT EXISTS endpoints (
+    id                          text PRIMARY KEY,
+    tenant_id                   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    url                         text NOT NULL,
+    description                 text,
+    -- Exact types, `prefix.*`, or `*`.
+    event_types                 text[] NOT NULL DEFAULT '{*}',
+    headers                     jsonb NOT NULL DEFAULT '{}',
+    rate_limit                  integer CHECK (rate_limit IS NULL OR rate_limit > 0),
+    enabled                     boolean NOT NULL DEFAULT true,
+    disabled_reason             text,
+    -- {"scheme": "standard"} or {"scheme": "hmac-sha256-hex", "header": …, "prefix": …}
+    signature                   jsonb NOT NULL DEFAULT '{"scheme": "standard"}',
+    secret                      text NOT NULL,
+    previous_secret             text,
+    previous_secret_expires_at  timestamptz,
+    -- Health: consecutive failed attempts open the circuit until circuit_open_until; an
+    -- endpoint failing since failing_since for too long is disabled.
+    consecutive_failures        integer NOT NULL DEFAULT 0,
+    circuit_open_until          timestamptz,
+    failing_since               timestamptz,
+    created_at                  timestamptz NOT NULL DEFAULT now(),
+    updated_at                  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS endpoints_tenant ON endpoints (tenant_id) WHERE enabled;
+
+-- One delivery per event and matching endpoint, written in the event's own transaction.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id               text PRIMARY KEY,
+    tenant_id        text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    event_id         text NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    endpoint_id      text NOT NULL REFERENCES endpoints (id) ON DELETE CASCADE,
+    lead_id          text,
+    event_type       text NOT NULL,
+    state            text NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'succeeded', 'failed', 'cancelled')),
+    -- attempt_count counts every attempt ever; tries counts those since the retry schedule last
+    -- (re)started, so a manual retry or replay gets the whole schedule again.
+    attempt_count    integer NOT NULL DEFAULT 0,
+    tries            integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz,
+    -- A worker holds a delivery while it sends it; an expired lease means the worker died.
+    leased_until     timestamptz,
+    -- When a "deliver this" signal last went to the queue; the relay re-sends stale ones.
+    enqueued_at      timestamptz,
+    last_status      integer,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (event_id, endpoint_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_lead ON deliveries (lead_id) WHERE lead_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_endpoint ON deliveries (endpoint_id, created_at);
+CREATE INDEX IF NOT EXISTS deliveries_tenant ON deliveries (tenant_id, created_at);
+
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id    text NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt        integer NOT NULL,
+    started_at     timestamptz NOT NULL,
+    status         integer,
+    latency_ms     double precision NOT NULL,
+    outcome        text NOT NULL,
+    error          text,
+    response_body  text
+);
+CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts (delivery_id, id);

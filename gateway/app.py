@@ -9,18 +9,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq.connections import ArqRedis
 
 from gateway import db, jsonio
-from gateway.appkeys import POOL, REDIS, SETTINGS
+from gateway.appkeys import OUTBOX, POOL, REDIS, SETTINGS
+from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
+from gateway.queue import arq_pool
 from gateway.settings import Settings
-
-# Redis only carries signals; waiting longer than this on it would stall requests for nothing.
-REDIS_TIMEOUT = 2.0
 
 OPERATIONS: list[Operation] = [*LEAD_OPERATIONS]
 
@@ -32,6 +30,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
     )
     app[SETTINGS] = settings
+    app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
@@ -56,9 +55,6 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url
-    # Connects lazily: the gateway starts, and keeps taking leads, while Redis is down.
-    app[REDIS] = ArqRedis.from_url(
-        settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
-    )
+    app[REDIS] = arq_pool(settings.redis_url)
     yield
     await app[REDIS].aclose()

@@ -6,12 +6,14 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from gateway.events import Outbox
 from gateway.keys import Principal
 from gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
+OUTBOX = web.AppKey("outbox", Outbox)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

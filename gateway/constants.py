@@ -31,3 +31,12 @@ MAX_IDEMPOTENCY_KEY = 255
 REQUEST_ID_HEADER = "X-Request-Id"
 # A client-sent request id is echoed only if it is a sane token; otherwise a new one is made.
 MAX_REQUEST_ID = 200
+
+ENDPOINT_PREFIX = "ep"
+
+# arq queue and job names shared by the gateway (which signals) and the worker (which runs).
+# A queue of Leadgate's own, so an arq worker of another app on the same Redis never takes them.
+QUEUE_NAME = "leadgate:queue"
+DELIVER_JOB = "deliver"
+# Redis pub/sub channel on which every worker publishes each attempt's outcome (`leadgate tail`).
+OUTCOMES_CHANNEL = "leadgate:outcomes"

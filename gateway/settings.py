@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def _split_numbers(value: Any) -> Any:
+    """`0,5,300` from the environment; a TOML list passes through."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 class SettingsError(Exception):
@@ -54,6 +64,31 @@ class Settings(BaseSettings):
         description="ISO country for phone numbers written without +country code.",
     )
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
+
+    retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split_numbers)] = Field(
+        DEFAULT_RETRY_SCHEDULE, description="Delay before each attempt, in seconds."
+    )
+    delivery_timeout: float = Field(10.0, gt=0, le=300)
+    retry_after_cap: float = Field(
+        3600.0, gt=0, description="Longest Retry-After (429/503) honoured, in seconds."
+    )
+    allow_private_destinations: bool = False
+    worker_concurrency: int = Field(100, ge=1, le=10_000)
+    worker_poll_delay: float = Field(0.01, gt=0, le=5)
+    relay_interval: float = Field(5.0, gt=0)
+    relay_requeue_after: float = Field(30.0, gt=0)
+    circuit_failures: int = Field(5, ge=1)
+    circuit_cooldown: float = Field(60.0, gt=0)
+    endpoint_disable_after: float = Field(5 * 86_400, gt=0)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule_is_sane(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("needs at least one attempt, e.g. 0,5,300")
+        if any(v < 0 for v in value):
+            raise ValueError("delays are seconds and cannot be negative")
+        return value
 
     @field_validator("default_phone_region")
     @classmethod

@@ -21,7 +21,7 @@ import asyncpg
 from gateway.constants import LEAD_PREFIX
 from gateway.db import Conn
 from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.events import Event, write_events
+from gateway.events import Event, Tx
 from gateway.ids import new_id
 from gateway.keys import Principal
 from gateway.leads import sql
@@ -99,7 +99,7 @@ def _key_lock_ids(tenant_id: str, values: dict[str, Any], match_phone: bool) -> 
 
 
 async def ingest(
-    conn: Conn, who: Principal, postback: PostbackIn, default_region: str | None
+    tx: Tx, who: Principal, postback: PostbackIn, default_region: str | None
 ) -> IngestResult:
     """Apply one postback: the contract's matching order, merge rules and stage pipeline."""
     values = normalized_values(postback, default_region)
@@ -108,6 +108,7 @@ async def ingest(
         values["custom_data"] = custom
     target = resolve_stage(who.pipeline, postback.stage) if postback.stage else None
     now = datetime.now(UTC)
+    conn = tx.conn
 
     if postback.lead_id:
         row = await conn.fetchrow(sql.LOCK_LEAD, postback.lead_id, who.tenant_id)
@@ -125,7 +126,7 @@ async def ingest(
         )
 
     if row is None:
-        lead = await create_lead(conn, who, values, target or who.pipeline.stages[0], now)
+        lead = await create_lead(tx, values, target or who.pipeline.stages[0], now)
         return IngestResult(lead, created=True, stage_ignored=False)
 
     current = lead_json(row)
@@ -138,7 +139,7 @@ async def ingest(
             move = StageMove(current["stage"], target, forced=not forward)
         else:
             stage_ignored = True
-    lead = await save_change(conn, who, current, merged, move, now)
+    lead = await save_change(tx, current, merged, move, now)
     return IngestResult(lead, created=False, stage_ignored=stage_ignored)
 
 
@@ -155,28 +156,25 @@ def merge(current: LeadDict, values: dict[str, Any]) -> LeadDict:
     return merged
 
 
-async def create_lead(
-    conn: Conn, who: Principal, values: dict[str, Any], stage: str, now: datetime
-) -> LeadDict:
+async def create_lead(tx: Tx, values: dict[str, Any], stage: str, now: datetime) -> LeadDict:
     lead: LeadDict = {"id": new_id(LEAD_PREFIX)}
     lead.update({col: values.get(col) for col in sql.WRITABLE})
     lead["stage"] = stage
     lead["custom_data"] = values.get("custom_data", {})
     lead["created_at"] = lead["updated_at"] = now
     async with _naming_conflicts():
-        await conn.execute(
-            sql.INSERT_LEAD, lead["id"], who.tenant_id, now, *(lead[c] for c in sql.WRITABLE)
+        await tx.conn.execute(
+            sql.INSERT_LEAD, lead["id"], tx.tenant_id, now, *(lead[c] for c in sql.WRITABLE)
         )
-    await conn.execute(
-        sql.INSERT_STAGE_CHANGE, who.tenant_id, lead["id"], None, stage, False, who.key_id, now
+    await tx.conn.execute(
+        sql.INSERT_STAGE_CHANGE, tx.tenant_id, lead["id"], None, stage, False, tx.key_id, now
     )
-    await write_events(conn, who.tenant_id, [Event("lead.created", lead, now, lead["id"])])
+    await tx.emit(Event("lead.created", lead, now, lead["id"]))
     return lead
 
 
 async def save_change(
-    conn: Conn,
-    who: Principal,
+    tx: Tx,
     current: LeadDict,
     merged: LeadDict,
     move: StageMove | None,
@@ -188,26 +186,28 @@ async def save_change(
         return current
     merged["updated_at"] = now
     async with _naming_conflicts():
-        await conn.execute(sql.UPDATE_LEAD, merged["id"], now, *(merged[c] for c in sql.WRITABLE))
+        await tx.conn.execute(
+            sql.UPDATE_LEAD, merged["id"], now, *(merged[c] for c in sql.WRITABLE)
+        )
     events = []
     if changed - {"stage"}:
         events.append(Event("lead.updated", merged, now, merged["id"]))
     if move is not None:
-        await conn.execute(
+        await tx.conn.execute(
             sql.INSERT_STAGE_CHANGE,
-            who.tenant_id,
+            tx.tenant_id,
             merged["id"],
             move.from_stage,
             move.to_stage,
             move.forced,
-            who.key_id,
+            tx.key_id,
             now,
         )
         events.append(
             Event("lead.stage_changed", {**merged, "previous_stage": move.from_stage}, now,
                   merged["id"])
         )  # fmt: skip
-    await write_events(conn, who.tenant_id, events)
+    await tx.emit(*events)
     return merged
 
 

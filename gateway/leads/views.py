@@ -11,10 +11,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway import idempotency, jsonio
-from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
 from gateway.db import Conn
 from gateway.errors import InvalidRequest, NotFound
-from gateway.events import Event, write_events
+from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, query_fields, read_body, validate
 from gateway.keys import Principal
 from gateway.leads import sql
@@ -39,6 +39,7 @@ from gateway.leads.models import (
 )
 from gateway.middleware import requires
 from gateway.openapi import Operation
+from gateway.queue import signal_due
 
 CUSTOM_FILTER_PREFIX = "custom."
 
@@ -56,13 +57,15 @@ async def _run_postback(request: web.Request, fields: dict[str, Any], body: byte
     postback = validate(PostbackIn, fields)
     who = request[PRINCIPAL]
     settings = request.app[SETTINGS]
+    due: list[str] = []
 
     async def work(conn: Conn) -> web.Response:
-        result = await ingest(conn, who, postback, settings.default_phone_region)
+        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
+        result = await ingest(tx, who, postback, settings.default_phone_region)
         return _ingest_response(result)
 
     key = idempotency.key_of(request) if request.method == "POST" else None
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         request.app[POOL],
         who.tenant_id,
         key,
@@ -70,6 +73,8 @@ async def _run_postback(request: web.Request, fields: dict[str, Any], body: byte
         settings.idempotency_ttl_seconds,
         work,
     )
+    await signal_due(request.app[REDIS], due)
+    return response
 
 
 @requires("ingest")
@@ -181,7 +186,10 @@ async def patch_lead(request: web.Request) -> web.Response:
     if "stage" in sent and patch.stage is None:
         raise InvalidRequest("stage cannot be cleared", fields={"stage": "cannot be null"})
 
+    due: list[str] = []
+
     async def work(conn: Conn) -> web.Response:
+        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
         row = await conn.fetchrow(sql.LOCK_LEAD, lead_id, who.tenant_id)
         if row is None:
             raise NotFound(f"no lead with id {lead_id!r}")
@@ -197,11 +205,11 @@ async def patch_lead(request: web.Request) -> web.Response:
             merged["stage"] = target
             forced = not who.pipeline.is_forward(current["stage"], target)
             move = StageMove(current["stage"], target, forced)
-        await save_change(conn, who, current, merged, move, datetime.now(UTC))
+        await save_change(tx, current, merged, move, datetime.now(UTC))
         return json_response(await _detail(conn, who, lead_id))
 
     key = idempotency.key_of(request)
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         request.app[POOL],
         who.tenant_id,
         key,
@@ -209,6 +217,8 @@ async def patch_lead(request: web.Request) -> web.Response:
         settings.idempotency_ttl_seconds,
         work,
     )
+    await signal_due(request.app[REDIS], due)
+    return response
 
 
 @requires("manage")
@@ -217,14 +227,15 @@ async def delete_lead(request: web.Request) -> web.Response:
     who = request[PRINCIPAL]
     lead_id = request.match_info["lead_id"]
     now = datetime.now(UTC)
+    due: list[str] = []
     async with request.app[POOL].acquire() as conn, conn.transaction():
         row = await conn.fetchrow(sql.ERASE_LEAD, lead_id, who.tenant_id, now)
         if row is None:
             raise NotFound(f"no lead with id {lead_id!r}")
         lead = lead_json(row)
-        await write_events(
-            conn, who.tenant_id, [Event("lead.deleted", {**lead, "deleted": True}, now, lead_id)]
-        )
+        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
+        await tx.emit(Event("lead.deleted", {**lead, "deleted": True}, now, lead_id))
+    await signal_due(request.app[REDIS], due)
     return json_response({"id": lead_id, "deleted": True})
 
 
