@@ -12,6 +12,8 @@ from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.appkeys import OUTBOX, POOL, REDIS, SETTINGS
+from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
+from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
@@ -20,7 +22,7 @@ from gateway.openapi import Operation, build_document
 from gateway.queue import arq_pool
 from gateway.settings import Settings
 
-OPERATIONS: list[Operation] = [*LEAD_OPERATIONS]
+OPERATIONS: list[Operation] = [*LEAD_OPERATIONS, *ENDPOINT_OPERATIONS, *DELIVERY_OPERATIONS]
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -6,8 +6,10 @@ Scripting commands take `--json` and print exactly one JSON object (or list) on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,17 +43,32 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def database_url(settings: Settings) -> str:
-    """The configured database, or else the one a running `leadgate dev` announced."""
-    if settings.database_url:
-        return settings.database_url
+def _announced(settings: Settings, name: str, example: str) -> str:
+    """A configured URL, or else the one a running `leadgate dev` announced."""
+    configured: str | None = getattr(settings, name)
+    if configured:
+        return configured
     announced = settings.data_dir / "urls.json"
     if announced.is_file():
-        url: str = orjson.loads(announced.read_bytes())["database_url"]
+        url: str = orjson.loads(announced.read_bytes())[name]
         return url
     raise click.UsageError(
-        "LEADGATE_DATABASE_URL is not set (and no `leadgate dev` is running in "
-        f"{settings.data_dir}); set it, e.g. postgresql://postgres@127.0.0.1:5432/leadgate"
+        f"LEADGATE_{name.upper()} is not set (and no `leadgate dev` is running in "
+        f"{settings.data_dir}); set it, e.g. {example}"
+    )
+
+
+def database_url(settings: Settings) -> str:
+    return _announced(settings, "database_url", "postgresql://postgres@127.0.0.1:5432/leadgate")
+
+
+def redis_url(settings: Settings) -> str:
+    return _announced(settings, "redis_url", "redis://127.0.0.1:6379/0")
+
+
+def _resolved(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"database_url": database_url(settings), "redis_url": redis_url(settings)}
     )
 
 
@@ -118,10 +135,74 @@ def serve(ctx: click.Context) -> None:
     """Run the HTTP gateway."""
     from gateway.server import serve as run_server
 
+    run_server(_resolved(_settings(ctx)))
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a delivery worker (arq) with its relay."""
+    from workers.main import run_worker
+
+    run_worker(_resolved(_settings(ctx)))
+
+
+@main.command()
+@click.option("--endpoint", "endpoint_id", help="Only this endpoint's deliveries.")
+@click.option("--failed", is_flag=True, help="Only failed attempts (retrying or failed).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def tail(ctx: click.Context, endpoint_id: str | None, failed: bool, as_json: bool) -> None:
+    """Follow delivery outcomes of all workers, live."""
+    from workers.tail import follow
+
+    url = redis_url(_settings(ctx))
+    if not as_json:
+        console.print(f"following delivery outcomes (Ctrl-C to stop) on {url.split('@')[-1]}")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow(url, endpoint=endpoint_id, failed_only=failed, as_json=as_json))
+
+
+@main.command()
+@click.option("--endpoint", "endpoint_id", required=True)
+@click.option("--since", type=click.DateTime(), required=True, help="Created at or after (UTC).")
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    default=["failed"],
+    show_default=True,
+    type=click.Choice(["failed", "succeeded", "cancelled"]),
+)
+@click.pass_context
+def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[str, ...]) -> None:
+    """Send an endpoint's deliveries again (a fresh retry schedule each)."""
+    from gateway.deliveries.sql import REPLAY_ENDPOINT
+    from gateway.queue import arq_pool, signal_due
+
     settings = _settings(ctx)
-    if not settings.redis_url:
-        raise click.UsageError("LEADGATE_REDIS_URL is not set, e.g. redis://127.0.0.1:6379/0")
-    run_server(settings.model_copy(update={"database_url": database_url(settings)}))
+    dsn, redis_dsn = database_url(settings), redis_url(settings)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            tenant = await conn.fetchval(
+                "SELECT tenant_id FROM endpoints WHERE id = $1", endpoint_id
+            )
+            if tenant is None:
+                raise click.ClickException(f"no endpoint {endpoint_id}")
+            since_utc = since.replace(tzinfo=UTC)
+            rows = await conn.fetch(REPLAY_ENDPOINT, endpoint_id, tenant, since_utc, list(states))
+        finally:
+            await conn.close()
+        redis = arq_pool(redis_dsn)
+        try:
+            await signal_due(redis, [r["id"] for r in rows])
+        finally:
+            await redis.aclose()
+        return len(rows)
+
+    console.print(f"replaying [bold]{_run(run())}[/bold] deliveries")
 
 
 @main.command()
@@ -291,6 +372,81 @@ async def keys_revoke(conn: asyncpg.Connection, key_id: str, as_json: bool) -> N
         emit_json({"id": row["id"], "revoked_at": row["revoked_at"]})
     else:
         console.print(f"revoked key [bold]{row['id']}[/bold]")
+
+
+@main.group()
+def endpoints() -> None:
+    """Register and list webhook endpoints."""
+
+
+@endpoints.command("add")
+@click.option("--tenant", "tenant_id", required=True)
+@click.argument("url")
+@click.option("--events", default="*", show_default=True, help="Comma-separated: lead.*,…")
+@click.option("--description")
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoint and its secret.")
+@click.pass_context
+def endpoints_add(
+    ctx: click.Context,
+    tenant_id: str,
+    url: str,
+    events: str,
+    description: str | None,
+    as_json: bool,
+) -> None:
+    from gateway.endpoints.store import EndpointRefused, add_endpoint, parse_spec
+
+    settings = _settings(ctx)
+    dsn = database_url(settings)
+
+    async def run() -> dict[str, Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            spec = parse_spec(
+                {
+                    "url": url,
+                    "event_types": [e.strip() for e in events.split(",") if e.strip()],
+                    "description": description,
+                }
+            )
+            return await add_endpoint(
+                conn, tenant_id, spec, allow_private=settings.allow_private_destinations
+            )
+        finally:
+            await conn.close()
+
+    try:
+        endpoint = _run(run())
+    except EndpointRefused as e:
+        raise click.BadParameter(str(e), param_hint=e.field) from e
+    if as_json:
+        emit_json(endpoint)
+    else:
+        console.print(f"added endpoint [bold]{endpoint['id']}[/bold] → {endpoint['url']}")
+        console.print("its signing secret (shown only now):")
+        click.echo(endpoint["secret"])
+
+
+@endpoints.command("list")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_connection
+async def endpoints_list(conn: asyncpg.Connection, tenant_id: str, as_json: bool) -> None:
+    from gateway.endpoints.sql import LIST_ENDPOINTS
+    from gateway.endpoints.store import endpoint_json
+
+    rows = [endpoint_json(r) for r in await conn.fetch(LIST_ENDPOINTS, tenant_id)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(Column("id", no_wrap=True), "url", "events", "enabled", "failures")
+    for e in rows:
+        table.add_row(
+            e["id"], e["url"], ",".join(e["event_types"]),
+            "yes" if e["enabled"] else f"no: {e['disabled_reason']}",
+            str(e["health"]["consecutive_failures"]),
+        )  # fmt: skip
+    Console().print(table)
 
 
 async def find_or_create_tenant(conn: asyncpg.Connection, name: str) -> asyncpg.Record:

@@ -85,7 +85,8 @@ class Outbox:
         """Write events and fan them out; returns the events' ids in order."""
         if not events:
             return []
-        ids = [new_id(EVENT_PREFIX) for _ in events]
+        # Sorted, so that the ids of one change's events follow the order they were written in.
+        ids = sorted(new_id(EVENT_PREFIX) for _ in events)
         rows = await conn.fetch(
             WRITE_EVENTS,
             tenant_id,

@@ -63,6 +63,10 @@ def query_fields(query: MultiMapping[str]) -> dict[str, Any]:
     return pairs_to_fields(query.items())
 
 
+def refuse_nul_query(query: MultiMapping[str]) -> None:
+    refuse_nul({k: v for k, v in query.items()})
+
+
 async def body_fields(request: web.Request, body: bytes) -> dict[str, Any]:
     """The body as a field mapping, whether JSON or a form; 400 or 415 when it is neither."""
     if not body:
@@ -87,8 +91,34 @@ async def body_fields(request: web.Request, body: bytes) -> dict[str, Any]:
     )
 
 
+NUL_MESSAGE = "must not contain NUL characters"
+
+
+def nul_fields(data: Any, path: str = "") -> list[str]:
+    """Where a NUL character hides in parsed input; Postgres text cannot store one."""
+    if isinstance(data, str):
+        return [path or "body"] if "\x00" in data else []
+    if isinstance(data, dict):
+        found = []
+        for key, value in data.items():
+            name = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                found.append(name)
+            found += nul_fields(value, name)
+        return found
+    if isinstance(data, list):
+        return [f for i, v in enumerate(data) for f in nul_fields(v, f"{path}.{i}")]
+    return []
+
+
+def refuse_nul(data: Any) -> None:
+    if bad := nul_fields(data):
+        raise InvalidRequest("text " + NUL_MESSAGE, fields=dict.fromkeys(bad, NUL_MESSAGE))
+
+
 def validate(model: type[M], data: Any) -> M:
     """Validate into `model`; a 400 whose `fields` names each bad field and why."""
+    refuse_nul(data)
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -30,6 +30,7 @@ from gateway.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from gateway.http import refuse_nul_query
 from gateway.keys import authenticate as authenticate_key
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -103,6 +104,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
+        if "\x00" in request.path:
+            raise NotFound("no such object")
+        refuse_nul_query(request.query)
         response = await handler(request)
     except ApiError as e:
         response = error_response(e, request_id)

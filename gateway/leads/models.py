@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.constants import MAX_TEXT_FIELD, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+from gateway.deliveries.models import Delivery
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT_FIELD)]
 
@@ -167,6 +168,7 @@ class Lead(BaseModel):
 
 class LeadDetail(Lead):
     stage_history: list[StageChange]
+    deliveries: list[Delivery] = Field(description="The lead's most recent webhook deliveries.")
 
 
 class IngestResponse(BaseModel):

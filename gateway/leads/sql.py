@@ -60,6 +60,23 @@ WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL
 RETURNING id, {_COLS}, created_at, updated_at
 """
 
+# Erasure reaches what the lead's earlier changes left behind: their undelivered webhooks are
+# cancelled, their event bodies keep only the lead's id, and stored idempotent responses that
+# carried the lead are dropped. Only `lead.deleted`, written next, goes out afterwards.
+ERASE_FROM_OUTBOX = """
+WITH cancelled AS (
+    UPDATE deliveries SET state = 'cancelled', leased_until = NULL, updated_at = now()
+    WHERE lead_id = $1 AND tenant_id = $2 AND state = 'pending'
+), scrubbed AS (
+    UPDATE events SET body = jsonb_build_object(
+        'id', id, 'type', type, 'timestamp', body::jsonb -> 'timestamp',
+        'data', jsonb_build_object('id', lead_id, 'erased', true))::text
+    WHERE lead_id = $1 AND tenant_id = $2
+)
+DELETE FROM idempotency_keys
+WHERE tenant_id = $2 AND position(convert_to($1, 'UTF8') IN body) > 0
+"""
+
 _FILTERS = """
 WHERE tenant_id = $1 AND deleted_at IS NULL
   AND ($2::text[] IS NULL OR stage = ANY ($2))

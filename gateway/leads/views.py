@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway import idempotency, jsonio
 from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
 from gateway.db import Conn
+from gateway.deliveries.views import recent_deliveries
 from gateway.errors import InvalidRequest, NotFound
 from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, query_fields, read_body, validate
@@ -98,7 +99,9 @@ def _encode_cursor(lead: dict[str, Any]) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, lead_id = jsonio.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(lead_id)
+        if not isinstance(lead_id, str) or "\x00" in lead_id:
+            raise ValueError("bad lead id")
+        return datetime.fromisoformat(created), lead_id
     except (binascii.Error, ValueError, TypeError) as e:
         raise InvalidRequest("the cursor is not valid", fields={"cursor": "invalid"}) from e
 
@@ -125,9 +128,7 @@ def _like(term: str) -> str:
 async def list_leads(request: web.Request) -> web.Response:
     query, custom = _list_query(request)
     who = request[PRINCIPAL]
-    stages = None
-    if query.stage:
-        stages = [who.pipeline.canonical(s) or s for s in query.stage]
+    stages = [resolve_stage(who.pipeline, s) for s in query.stage] if query.stage else None
     filters = (
         who.tenant_id,
         stages,
@@ -164,6 +165,7 @@ async def _detail(conn: Conn | asyncpg.Pool, who: Principal, lead_id: str) -> An
     lead = await get_lead(conn, who.tenant_id, lead_id)
     history = await conn.fetch(sql.LIST_STAGE_HISTORY, lead_id)
     lead["stage_history"] = [dict(r) for r in history]
+    lead["deliveries"] = await recent_deliveries(conn, who.tenant_id, lead_id)
     return {"data": lead}
 
 
@@ -179,7 +181,10 @@ async def patch_lead(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     lead_id = request.match_info["lead_id"]
     body = await read_body(request)
-    patch = validate(LeadPatch, await body_fields(request, body))
+    fields = await body_fields(request, body)
+    # A blank string clears a field as null does.
+    fields = {k: None if isinstance(v, str) and not v.strip() else v for k, v in fields.items()}
+    patch = validate(LeadPatch, fields)
     sent = patch.model_fields_set
     values = normalized_values(patch, settings.default_phone_region)
     target = resolve_stage(who.pipeline, patch.stage) if patch.stage else None
@@ -197,8 +202,9 @@ async def patch_lead(request: web.Request) -> web.Response:
         merged = dict(current)
         for name in sent - {"stage", "custom_data"}:
             merged[name] = values.get(name)  # null or blank clears a field
-        if patch.custom_data is not None:
-            custom = {**current["custom_data"], **patch.custom_data}
+        if "custom_data" in sent:
+            # Merged key by key; a key set to null goes, and custom_data: null clears them all.
+            custom = {**current["custom_data"], **patch.custom_data} if patch.custom_data else {}
             merged["custom_data"] = {k: v for k, v in custom.items() if v is not None}
         move = None
         if target is not None and target != current["stage"]:
@@ -233,6 +239,7 @@ async def delete_lead(request: web.Request) -> web.Response:
         if row is None:
             raise NotFound(f"no lead with id {lead_id!r}")
         lead = lead_json(row)
+        await conn.execute(sql.ERASE_FROM_OUTBOX, lead_id, who.tenant_id)
         tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
         await tx.emit(Event("lead.deleted", {**lead, "deleted": True}, now, lead_id))
     await signal_due(request.app[REDIS], due)

@@ -1,0 +1,1 @@
+"""Deliveries as operators see them: list, inspect attempts, retry, replay, stop, publish."""

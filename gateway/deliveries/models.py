@@ -1,0 +1,122 @@
+"""Deliveries, attempts, replays and published events: request and response models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from gateway.constants import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+
+State = Literal["pending", "succeeded", "failed", "cancelled"]
+Id = Annotated[str, StringConstraints(max_length=200)]
+
+
+class DeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_id: Id | None = None
+    lead_id: Id | None = None
+    event_type: Id | None = None
+    state: State | None = None
+    limit: int = Field(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+class Attempt(BaseModel):
+    attempt: int
+    started_at: datetime
+    status: int | None
+    latency_ms: float
+    outcome: str
+    error: str | None
+    response_body: str | None
+
+
+class Delivery(BaseModel):
+    id: str
+    event_id: str
+    endpoint_id: str
+    lead_id: str | None
+    event_type: str
+    state: State
+    attempt_count: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryDetail(Delivery):
+    attempts: list[Attempt]
+
+
+class DeliveryPage(BaseModel):
+    data: list[Delivery]
+    total: int
+    limit: int
+    offset: int
+
+
+class DeliveryResponse(BaseModel):
+    data: DeliveryDetail
+
+
+class Replay(BaseModel):
+    """Send again an endpoint's deliveries created since a time, in the given states."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+    state: State | list[State] = Field("failed", description="One state or several.")
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+class Cancelled(BaseModel):
+    cancelled: int
+
+
+class PublishEvent(BaseModel):
+    """A custom event; `deliver_at` or `delay` makes it a scheduled follow-up."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "followup.day3", "lead_id": "lead_…", "data": {}, "delay": 60}]
+        },
+    )
+
+    type: Annotated[
+        str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$", max_length=100)
+    ] = Field(description="Dotted, lowercase; `lead.` and `endpoint.` are Leadgate's own.")
+    lead_id: Id | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    deliver_at: datetime | None = None
+    delay: float | None = Field(None, ge=0, le=366 * 86_400, description="Seconds from now.")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> PublishEvent:
+        if self.deliver_at is not None and self.delay is not None:
+            raise ValueError("give deliver_at or delay, not both")
+        if self.deliver_at is not None and self.deliver_at.tzinfo is None:
+            raise ValueError("deliver_at needs a time zone (RFC 3339), e.g. 2026-01-01T09:00:00Z")
+        if self.type.split(".")[0] in ("lead", "endpoint"):
+            raise ValueError(f"{self.type!r}: lead.* and endpoint.* events are Leadgate's own")
+        return self
+
+
+class Published(BaseModel):
+    id: str
+    type: str
+    lead_id: str | None
+    deliver_at: datetime | None
+    deliveries: int
+
+
+class PublishedResponse(BaseModel):
+    data: Published

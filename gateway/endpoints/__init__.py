@@ -1,0 +1,1 @@
+"""Webhook endpoints: registration, secrets and their rotation, and test events."""

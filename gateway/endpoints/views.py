@@ -1,0 +1,192 @@
+"""The endpoints API: register, list, change, delete, rotate the secret, send a test event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
+from gateway.endpoints import sql
+from gateway.endpoints.models import (
+    EndpointCreatedResponse,
+    EndpointIn,
+    EndpointList,
+    EndpointPatch,
+    EndpointResponse,
+    RotateSecret,
+    SecretResponse,
+    TestSent,
+)
+from gateway.endpoints.store import (
+    EndpointRefused,
+    add_endpoint,
+    check_signing,
+    check_url,
+    endpoint_json,
+)
+from gateway.errors import InvalidRequest, NotFound
+from gateway.events import Event, Tx
+from gateway.http import body_fields, json_response, read_body, validate
+from gateway.middleware import requires
+from gateway.openapi import Operation
+from gateway.queue import signal_due
+from gateway.signing import Signature, generate_secret
+
+TEST_EVENT = "endpoint.test"
+
+
+def _refused(e: EndpointRefused) -> InvalidRequest:
+    return InvalidRequest(str(e), fields={e.field: e.reason})
+
+
+async def _json(request: web.Request) -> Any:
+    return await body_fields(request, await read_body(request))
+
+
+@requires("manage")
+async def create_endpoint(request: web.Request) -> web.Response:
+    spec = validate(EndpointIn, await _json(request))
+    allow = request.app[SETTINGS].allow_private_destinations
+    try:
+        async with request.app[POOL].acquire() as conn:
+            endpoint = await add_endpoint(
+                conn, request[PRINCIPAL].tenant_id, spec, allow_private=allow
+            )
+    except EndpointRefused as e:
+        raise _refused(e) from e
+    return json_response({"data": endpoint}, status=201)
+
+
+@requires("read")
+async def list_endpoints(request: web.Request) -> web.Response:
+    rows = await request.app[POOL].fetch(sql.LIST_ENDPOINTS, request[PRINCIPAL].tenant_id)
+    return json_response({"data": [endpoint_json(r) for r in rows]})
+
+
+async def _endpoint(request: web.Request) -> asyncpg.Record:
+    endpoint_id = request.match_info["endpoint_id"]
+    row: asyncpg.Record | None = await request.app[POOL].fetchrow(
+        sql.GET_ENDPOINT, endpoint_id, request[PRINCIPAL].tenant_id
+    )
+    if row is None:
+        raise NotFound(f"no endpoint with id {endpoint_id!r}")
+    return row
+
+
+@requires("read")
+async def get_endpoint(request: web.Request) -> web.Response:
+    return json_response({"data": endpoint_json(await _endpoint(request))})
+
+
+@requires("manage")
+async def patch_endpoint(request: web.Request) -> web.Response:
+    patch = validate(EndpointPatch, await _json(request))
+    sent = patch.model_fields_set
+    allow = request.app[SETTINGS].allow_private_destinations
+    try:
+        if patch.url is not None:
+            await check_url(patch.url, allow_private=allow)
+    except EndpointRefused as e:
+        raise _refused(e) from e
+    if "url" in sent and patch.url is None:
+        raise InvalidRequest("url cannot be null", fields={"url": "cannot be null"})
+    if patch.signature is not None or patch.secret is not None:
+        current = await request.app[POOL].fetchrow(
+            sql.GET_SIGNING, request.match_info["endpoint_id"], request[PRINCIPAL].tenant_id
+        )
+        if current is None:
+            raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")
+        signature = patch.signature or Signature.model_validate(current["signature"])
+        try:
+            check_signing(patch.secret or current["secret"], signature)
+        except EndpointRefused as e:
+            raise _refused(e) from e
+    row = await request.app[POOL].fetchrow(
+        sql.UPDATE_ENDPOINT,
+        request.match_info["endpoint_id"],
+        request[PRINCIPAL].tenant_id,
+        patch.url,
+        "description" in sent,
+        patch.description,
+        patch.event_types,
+        patch.headers,
+        "rate_limit" in sent,
+        patch.rate_limit,
+        patch.signature.model_dump(exclude_none=True) if patch.signature else None,
+        patch.enabled,
+        patch.secret,
+    )
+    if row is None:
+        raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")
+    return json_response({"data": endpoint_json(row)})
+
+
+@requires("manage")
+async def delete_endpoint(request: web.Request) -> web.Response:
+    endpoint_id = request.match_info["endpoint_id"]
+    deleted = await request.app[POOL].fetchval(
+        sql.DELETE_ENDPOINT, endpoint_id, request[PRINCIPAL].tenant_id
+    )
+    if deleted is None:
+        raise NotFound(f"no endpoint with id {endpoint_id!r}")
+    return json_response({"id": endpoint_id, "deleted": True})
+
+
+@requires("manage")
+async def rotate_secret(request: web.Request) -> web.Response:
+    row = await _endpoint(request)
+    body = await read_body(request)
+    spec = validate(RotateSecret, await body_fields(request, body) if body else {})
+    signature = Signature.model_validate(row["signature"])
+    secret = spec.secret or (
+        generate_secret() if signature.scheme == "standard" else generate_secret()[6:]
+    )
+    try:
+        check_signing(secret, signature)
+    except EndpointRefused as e:
+        raise _refused(e) from e
+    expires = await request.app[POOL].fetchval(
+        sql.ROTATE_SECRET, row["id"], request[PRINCIPAL].tenant_id, secret, spec.grace_seconds
+    )
+    return json_response({"secret": secret, "previous_secret_expires_at": expires})
+
+
+@requires("manage")
+async def send_test(request: web.Request) -> web.Response:
+    """Send an `endpoint.test` event to this endpoint alone, whatever its event types."""
+    row = await _endpoint(request)
+    who = request[PRINCIPAL]
+    due: list[str] = []
+    now = datetime.now(UTC)
+    data = {"endpoint_id": row["id"], "message": "A test event from Leadgate."}
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
+        (event_id,) = await tx.emit(Event(TEST_EVENT, data, now), only_endpoint=row["id"])
+        delivery_id = await conn.fetchval("SELECT id FROM deliveries WHERE event_id = $1", event_id)
+    await signal_due(request.app[REDIS], due)
+    return json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
+
+
+_PATH = "/v1/endpoints/{endpoint_id}"
+OPERATIONS = [
+    Operation("POST", "/v1/endpoints", create_endpoint, "Register a webhook endpoint",
+              scope="manage", body=EndpointIn, response=EndpointCreatedResponse, statuses=(201,),
+              errors=(400, 413, 415), tags=("endpoints",)),
+    Operation("GET", "/v1/endpoints", list_endpoints, "List webhook endpoints", scope="read",
+              response=EndpointList, tags=("endpoints",)),
+    Operation("GET", _PATH, get_endpoint, "Get an endpoint", scope="read",
+              response=EndpointResponse, errors=(404,), tags=("endpoints",)),
+    Operation("PATCH", _PATH, patch_endpoint, "Change an endpoint", scope="manage",
+              body=EndpointPatch, response=EndpointResponse, errors=(400, 404, 413, 415),
+              tags=("endpoints",)),
+    Operation("DELETE", _PATH, delete_endpoint, "Delete an endpoint and its deliveries",
+              scope="manage", errors=(404,), tags=("endpoints",)),
+    Operation("POST", f"{_PATH}/rotate-secret", rotate_secret, "Rotate the signing secret",
+              scope="manage", body=RotateSecret, response=SecretResponse,
+              errors=(400, 404, 413, 415), tags=("endpoints",)),
+    Operation("POST", f"{_PATH}/test", send_test, "Send a test event", scope="manage",
+              response=TestSent, statuses=(202,), errors=(404,), tags=("endpoints",)),
+]  # fmt: skip

@@ -1,0 +1,100 @@
+"""Webhook signatures: Standard Webhooks by default, or a plain HMAC-SHA256 hex header.
+
+Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed
+with the base64-decoded part of `whsec_…`; during a secret rotation one `v1,…` per secret,
+space-separated. `hmac-sha256-hex`: the hex HMAC-SHA256 of the raw body, keyed with the secret's
+UTF-8 bytes, in a named header after a prefix; during a rotation the previous secret's signature
+goes in `<header>-Previous`, since such receivers compare one value. `webhook-id` and
+`webhook-timestamp` are sent with either scheme.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SECRET_PREFIX = "whsec_"
+# Standard Webhooks allows 24 to 64 bytes of key; 32 matches the HMAC-SHA256 block economy.
+SECRET_BYTES = 32
+
+
+class Signature(BaseModel):
+    """How an endpoint's webhooks are signed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["standard", "hmac-sha256-hex"] = "standard"
+    header: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="hmac-sha256-hex only: the header carrying the signature.",
+    )
+    prefix: str = Field("", max_length=50, description="hmac-sha256-hex only, e.g. `sha256=`.")
+
+    @model_validator(mode="after")
+    def _header_for_hex(self) -> Signature:
+        if self.scheme == "hmac-sha256-hex" and not self.header:
+            raise ValueError("the hmac-sha256-hex scheme needs a `header`, e.g. X-Signature")
+        if self.scheme == "standard" and (self.header or self.prefix):
+            raise ValueError("`header` and `prefix` apply only to the hmac-sha256-hex scheme")
+        return self
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def standard_key(secret: str) -> bytes:
+    """The HMAC key of a `whsec_…` secret; ValueError if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"must start with {SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except binascii.Error as e:
+        raise ValueError("the part after whsec_ must be base64") from e
+    if not 24 <= len(key) <= 64:
+        raise ValueError("the key must be 24 to 64 bytes")
+    return key
+
+
+def check_secret(secret: str, signature: Signature) -> None:
+    """Raise ValueError if `secret` cannot sign under `signature`."""
+    if signature.scheme == "standard":
+        standard_key(secret)
+    elif not 8 <= len(secret) <= 500:
+        raise ValueError("must be 8 to 500 characters")
+
+
+def sign_headers(
+    signature: Signature | dict[str, Any],
+    secrets_: list[str],
+    message_id: str,
+    timestamp: int,
+    body: bytes,
+) -> dict[str, str]:
+    """The headers that sign `body`; `secrets_` is the current secret, then any still in grace."""
+    if isinstance(signature, dict):
+        signature = Signature.model_validate(signature)
+    headers = {"webhook-id": message_id, "webhook-timestamp": str(timestamp)}
+    if signature.scheme == "standard":
+        signed = f"{message_id}.{timestamp}.".encode() + body
+        parts = [
+            "v1," + base64.b64encode(hmac.digest(standard_key(s), signed, hashlib.sha256)).decode()
+            for s in secrets_
+        ]
+        headers["webhook-signature"] = " ".join(parts)
+    else:
+        assert signature.header is not None
+        digests = [hmac.new(s.encode(), body, hashlib.sha256).hexdigest() for s in secrets_]
+        headers[signature.header] = signature.prefix + digests[0]
+        if len(digests) > 1:
+            headers[f"{signature.header}-Previous"] = signature.prefix + digests[1]
+    return headers

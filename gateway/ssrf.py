@@ -1,0 +1,107 @@
+"""Keeping webhooks off private networks (SSRF): checked at registration and at connect time.
+
+A destination may not be loopback, private, link-local, reserved, multicast, unspecified or
+otherwise not globally routable — nor an IPv4-mapped IPv6 address of one. The check runs when
+an endpoint is registered and again on every connection, through a resolver that drops refused
+addresses, so a DNS answer that changes after registration (rebinding) is caught.
+`LEADGATE_ALLOW_PRIVATE_DESTINATIONS` turns it off for development and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DestinationRefused(ValueError):
+    """The URL's host is, or resolves to, an address webhooks may not reach."""
+
+
+def refused_because(ip: IPAddress) -> str | None:
+    """Why webhooks may not go to `ip`, or None if they may."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return refused_because(ip.ipv4_mapped)
+    for test, reason in (
+        (ip.is_loopback, "loopback"),
+        (ip.is_private, "private"),
+        (ip.is_link_local, "link-local"),
+        (ip.is_multicast, "multicast"),
+        (ip.is_reserved, "reserved"),
+        (ip.is_unspecified, "unspecified"),
+    ):
+        if test:
+            return reason
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_url_shape(url: str) -> str:
+    """The URL's host, if it is an absolute http(s) URL; DestinationRefused otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise DestinationRefused("must be an http or https URL")
+    if not parts.hostname:
+        raise DestinationRefused("must name a host")
+    if parts.username or parts.password:
+        raise DestinationRefused("must not carry credentials; use the endpoint's headers")
+    return parts.hostname
+
+
+async def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse a URL whose host is, or resolves to, a refused address."""
+    host = check_url_shape(url)
+    if allow_private:
+        return
+    if (ip := ip_literal(host)) is not None:
+        addresses: list[IPAddress] = [ip]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        except OSError as e:
+            raise DestinationRefused(f"host {host!r} does not resolve") from e
+        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:
+        if reason := refused_because(address):
+            raise DestinationRefused(f"host {host!r} resolves to a {reason} address ({address})")
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves as usual, then drops every refused address; none left → connection error."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if refused_because(ipaddress.ip_address(r["host"])) is None]
+        if not allowed:
+            raise OSError(f"refused destination: {host} resolves only to non-public addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def refuse_literal(host: str, *, allow_private: bool) -> None:
+    """aiohttp does not resolve IP literals, so they are checked here before connecting."""
+    if allow_private:
+        return
+    if (ip := ip_literal(host)) is not None and (reason := refused_because(ip)):
+        raise DestinationRefused(f"{reason} address {ip}")

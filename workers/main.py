@@ -1,0 +1,98 @@
+"""The worker process: an arq worker running the deliver job, with the relay beside it.
+
+`build_worker(settings)` makes the arq Worker; `leadgate worker` runs it with signal handling,
+and `leadgate dev` runs it inside the gateway's event loop. On SIGTERM arq stops taking jobs
+and waits for running ones up to one attempt timeout; a job cancelled after that hands its
+unsent deliveries back to Postgres, and leases bound what a killed worker leaves behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from arq import Worker
+from arq.worker import func
+
+from gateway import db
+from gateway.constants import DELIVER_JOB, QUEUE_NAME
+from gateway.queue import arq_pool, deserialize, serialize
+from gateway.settings import Settings
+from workers import relay, sender
+from workers.delivery import deliver
+from workers.state import STATE, WorkerState
+
+log = structlog.get_logger("leadgate.worker")
+
+SETTINGS_KEY = "leadgate_settings"
+RELAY_TASK = "leadgate_relay"
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx[SETTINGS_KEY]
+    assert settings.database_url and settings.redis_url
+    state = WorkerState(
+        settings=settings,
+        pool=await db.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max),
+        redis=ctx["redis"],
+        http=sender.session(
+            settings.worker_concurrency, allow_private=settings.allow_private_destinations
+        ),
+        slots=asyncio.Semaphore(settings.worker_concurrency),
+    )
+    ctx[STATE] = state
+    ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
+    log.info("worker_started", concurrency=settings.worker_concurrency)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    task: asyncio.Task[None] | None = ctx.get(RELAY_TASK)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    state: WorkerState | None = ctx.get(STATE)
+    if state is not None:
+        await state.http.close()
+        await state.pool.close()
+    log.info("worker_stopped")
+
+
+def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
+    assert settings.redis_url
+    return Worker(
+        functions=[func(deliver, name=DELIVER_JOB)],
+        queue_name=QUEUE_NAME,
+        redis_pool=arq_pool(settings.redis_url),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx={SETTINGS_KEY: settings},
+        handle_signals=handle_signals,
+        max_jobs=settings.worker_concurrency,
+        # Results live in Postgres; arq keeps none, so nothing in Redis outlives its job.
+        keep_result=0,
+        poll_delay=settings.worker_poll_delay,
+        job_completion_wait=int(settings.delivery_timeout) + 5,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        log_results=False,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    from gateway.logs import configure_logging
+    from gateway.server import install_uvloop
+
+    configure_logging(settings.log_format, settings.log_level)
+    install_uvloop()
+    worker = build_worker(settings)
+    asyncio.run(_run(worker))
+
+
+async def _run(worker: Worker) -> None:
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()

@@ -1,0 +1,99 @@
+"""One HTTP attempt: POST the signed body, time it, and classify what came back."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from gateway.ssrf import DestinationRefused, GuardedResolver, refuse_literal
+
+# What of a response is kept on the attempt: its first kilobyte, as the contract says.
+RESPONSE_KEPT_BYTES = 1024
+USER_AGENT = "Leadgate-Webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    started_at: datetime
+    status: int | None
+    latency_ms: float
+    error: str | None
+    response_body: str | None
+    retry_after: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def session(concurrency: int, *, allow_private: bool) -> aiohttp.ClientSession:
+    """One pooled session per worker; with the SSRF guard on every resolution."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        limit_per_host=0,
+        resolver=None if allow_private else GuardedResolver(),
+        ttl_dns_cache=10,
+    )
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header, given as seconds or as an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    timeout: float,  # noqa: ASYNC109 - the per-attempt limit is the receiver's, not the caller's
+    allow_private: bool,
+) -> Attempt:
+    """One attempt. Never raises for what the network or the receiver does; the Attempt says."""
+    started_at = datetime.now(UTC)
+    began = time.perf_counter()
+
+    def done(
+        status: int | None, error: str | None, text: str | None = None, retry: float | None = None
+    ) -> Attempt:
+        latency = round((time.perf_counter() - began) * 1000, 2)
+        return Attempt(started_at, status, latency, error, text, retry)
+
+    try:
+        refuse_literal(urlsplit(url).hostname or "", allow_private=allow_private)
+        async with asyncio.timeout(timeout):
+            async with http.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                kept = await resp.content.read(RESPONSE_KEPT_BYTES)
+                text = kept.decode("utf-8", errors="replace")
+                retry = parse_retry_after(resp.headers.get("Retry-After"))
+                error = None if 200 <= resp.status < 300 else f"http_{resp.status}"
+                return done(resp.status, error, text, retry)
+    except TimeoutError:
+        return done(None, "timeout")
+    except DestinationRefused:
+        return done(None, "refused_destination")
+    except aiohttp.ClientConnectorError as e:
+        refused = "refused destination" in str(e)
+        return done(None, "refused_destination" if refused else "connection_error")
+    except aiohttp.ClientError as e:
+        return done(None, type(e).__name__)

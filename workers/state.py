@@ -1,0 +1,34 @@
+"""What a worker process holds for its jobs: settings, pools, the HTTP session, its slots."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+from arq.connections import ArqRedis
+
+from gateway.settings import Settings
+
+# The key under which the worker's state sits in arq's job context.
+STATE = "leadgate"
+
+
+@dataclass
+class WorkerState:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: ArqRedis
+    http: aiohttp.ClientSession
+    # Attempts in flight in this process, across all its jobs.
+    slots: asyncio.Semaphore
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds: two attempt timeouts and a margin for queueing and writing.
+
+        An attempt starts only while more than one timeout of its lease remains, so it ends
+        before the lease does; a worker that dies leaves leases that expire this soon.
+        """
+        return self.settings.delivery_timeout * 2 + 5
