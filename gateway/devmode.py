@@ -9,19 +9,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
+from aiohttp import web
 from rich.console import Console
 
 from gateway import db, embedded
+from gateway.app import create_app
+from gateway.devreceiver import DEMO_PATH, receiver_context
+from gateway.endpoints.models import EndpointIn
+from gateway.endpoints.store import add_endpoint
 from gateway.keys import create_key
 from gateway.server import serve
 from gateway.settings import Settings
 from gateway.tenants import FIND_TENANT_BY_NAME, create_tenant
+from workers.main import build_worker
+
+# The demo endpoint is found again by tenant and URL, so restarts reuse it and its secret.
+FIND_DEMO_ENDPOINT = """
+SELECT id, secret FROM endpoints WHERE tenant_id = $1 AND url = $2 ORDER BY created_at LIMIT 1
+"""
 
 DEMO_TENANT = "demo"
 console = Console(stderr=True)
@@ -56,20 +68,38 @@ def _servers(settings: Settings) -> Iterator[Settings]:
             stop()
 
 
-async def _prepare(database_url: str) -> tuple[str, str]:
-    await db.migrate(database_url)
-    conn = await asyncpg.connect(database_url)
+@dataclass(frozen=True)
+class Demo:
+    tenant_id: str
+    key: str
+    endpoint_id: str
+    endpoint_url: str
+    secret: str
+
+
+async def _prepare(settings: Settings) -> Demo:
+    """Migrate; make (or find) the demo tenant and its demo endpoint; make a fresh key."""
+    assert settings.database_url
+    await db.migrate(settings.database_url)
+    url = f"http://{settings.host}:{settings.port + 1}{DEMO_PATH}"
+    conn = await asyncpg.connect(settings.database_url)
     try:
+        await db._init_connection(conn)
         tenant = await conn.fetchrow(FIND_TENANT_BY_NAME, DEMO_TENANT)
         if tenant is None:
             tenant = await create_tenant(conn, DEMO_TENANT)
         _, key = await create_key(conn, tenant["id"], ["ingest", "read", "manage"])
-        return tenant["id"], key
+        endpoint: Any = await conn.fetchrow(FIND_DEMO_ENDPOINT, tenant["id"], url)
+        if endpoint is None:
+            spec = EndpointIn(url=url, description="leadgate dev: the demo receiver")
+            endpoint = await add_endpoint(conn, tenant["id"], spec, allow_private=True)
+        return Demo(tenant["id"], key, endpoint["id"], url, endpoint["secret"])
     finally:
         await conn.close()
 
 
-def banner(settings: Settings, tenant_id: str, key: str) -> str:
+def banner(settings: Settings, demo: Demo) -> str:
+    tenant_id, key = demo.tenant_id, demo.key
     base = f"http://{settings.host}:{settings.port}"
     body = '{"email":"ada@example.com","first_name":"Ada","source":"landing-page"}'
     curl = (
@@ -82,6 +112,9 @@ def banner(settings: Settings, tenant_id: str, key: str) -> str:
         f"API key      [bold]{key}[/bold]   (shown once; a new one each start)\n\n"
         f"post a lead:\n  {curl}\n\n"
         f"list leads:\n  curl -s {base}/v1/leads -H 'Authorization: Bearer {key}'\n\n"
+        f"demo webhook endpoint {demo.endpoint_id} → {demo.endpoint_url}\n"
+        f"  (a receiver started here: it verifies each signature and logs what it got)\n\n"
+        f"watch deliveries live, in another terminal:\n  .venv/bin/leadgate tail\n\n"
         f"API description: {base}/v1/openapi.json\n"
     )
 
@@ -89,8 +122,26 @@ def banner(settings: Settings, tenant_id: str, key: str) -> str:
 def run_dev(settings: Settings, *, fresh: bool = False) -> None:
     if fresh:
         embedded.remove(Path(settings.data_dir))
+    settings = settings.model_copy(update={"allow_private_destinations": True})
     with _servers(settings) as running:
-        assert running.database_url
-        tenant_id, key = asyncio.run(_prepare(running.database_url))
-        console.print(banner(running, tenant_id, key), soft_wrap=True, highlight=False)
-        serve(running)
+        demo = asyncio.run(_prepare(running))
+        console.print(banner(running, demo), soft_wrap=True, highlight=False)
+        app = create_app(running)
+        app.cleanup_ctx.append(worker_context(running))
+        app.cleanup_ctx.append(receiver_context(demo.secret, running.host, running.port + 1))
+        serve(running, app)
+
+
+def worker_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run the delivery worker inside the gateway's event loop (dev only)."""
+
+    async def context(_: web.Application) -> AsyncIterator[None]:
+        worker = build_worker(settings, handle_signals=False)
+        task = asyncio.create_task(worker.async_run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+    return context

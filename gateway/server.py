@@ -23,13 +23,13 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, app: web.Application | None = None) -> None:
     configure_logging(settings.log_format, settings.log_level)
     install_uvloop()
     log = structlog.get_logger("leadgate")
     log.info("gateway_starting", host=settings.host, port=settings.port)
     web.run_app(
-        create_app(settings),
+        app if app is not None else create_app(settings),
         host=settings.host,
         port=settings.port,
         print=None,

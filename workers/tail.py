@@ -66,7 +66,7 @@ async def follow(
                 elif out is not None:
                     out(human(outcome).plain)
                 else:
-                    console.print(human(outcome))
+                    console.print(human(outcome), soft_wrap=True)
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
