@@ -31,7 +31,10 @@ from gateway.tenants import create_tenant
 for name in [n for n in os.environ if n.startswith("LEADGATE_") and "_TEST_" not in n]:
     del os.environ[name]
 
-TABLES = ("idempotency_keys", "events", "stage_history", "leads", "api_keys", "tenants")
+TABLES = (
+    "delivery_attempts", "deliveries", "endpoints", "idempotency_keys", "events",
+    "stage_history", "leads", "api_keys", "tenants",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
