@@ -12,6 +12,8 @@ CREATE TABLE IF NOT EXISTS tenants (
     rate_limit    integer CHECK (rate_limit IS NULL OR rate_limit > 0),
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+-- Requests per minute per key for one scope ({"ingest": 20000}), over rate_limit and the default.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS scope_rate_limits jsonb NOT NULL DEFAULT '{}';
 
 CREATE TABLE IF NOT EXISTS api_keys (
     id            text PRIMARY KEY,

@@ -11,15 +11,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import db, jsonio
-from gateway.appkeys import OUTBOX, POOL, REDIS, SETTINGS
+from gateway.appkeys import LIMITER, OUTBOX, POOL, REDIS, SETTINGS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
+from gateway.metrics import metrics_view
 from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
 from gateway.queue import arq_pool
+from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
 OPERATIONS: list[Operation] = [*LEAD_OPERATIONS, *ENDPOINT_OPERATIONS, *DELIVERY_OPERATIONS]
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics_view)
     return app
 
 
@@ -58,5 +61,6 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url
     app[REDIS] = arq_pool(settings.redis_url)
+    app[LIMITER] = RateLimiter(app[REDIS])
     yield
-    await app[REDIS].aclose()
+    await app[REDIS].aclose(close_connection_pool=True)

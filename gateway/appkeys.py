@@ -8,12 +8,14 @@ from arq.connections import ArqRedis
 
 from gateway.events import Outbox
 from gateway.keys import Principal
+from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
+LIMITER = web.AppKey("limiter", RateLimiter)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -85,6 +85,7 @@ def with_connection(
         async def run() -> T:
             conn = await asyncpg.connect(url)
             try:
+                await db.init_connection(conn)
                 return await fn(conn, **kwargs)
             finally:
                 await conn.close()
@@ -199,7 +200,7 @@ def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[
         try:
             await signal_due(redis, [r["id"] for r in rows])
         finally:
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)
         return len(rows)
 
     console.print(f"replaying [bold]{_run(run())}[/bold] deliveries")
@@ -267,6 +268,11 @@ def _stage_option(value: str | None, name: str) -> tuple[str, ...] | None:
 @click.option("--exit-stages", help="Stages reachable from any stage, e.g. lost,rejected.")
 @click.option("--match-phone/--no-match-phone", default=None, help="Match leads by phone too.")
 @click.option("--rate-limit", type=click.IntRange(min=0), help="Requests/minute per key; 0 resets.")
+@click.option(
+    "--scope",
+    type=click.Choice(SCOPES),
+    help="Apply --rate-limit to this scope only (0 removes the scope's own limit).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_connection
 async def tenants_update(
@@ -277,8 +283,12 @@ async def tenants_update(
     exit_stages: str | None,
     match_phone: bool | None,
     rate_limit: int | None,
+    scope: str | None,
     as_json: bool,
 ) -> None:
+    if scope is not None and rate_limit is None:
+        raise click.BadParameter("--scope goes with --rate-limit", param_hint="--scope")
+    per_scope = (scope, rate_limit) if scope is not None and rate_limit is not None else None
     try:
         row = await update_tenant(
             conn,
@@ -287,7 +297,8 @@ async def tenants_update(
             stages=_stage_option(stages, "--stages"),
             exit_stages=() if exit_stages == "" else _stage_option(exit_stages, "--exit-stages"),
             match_phone=match_phone,
-            rate_limit=rate_limit,
+            rate_limit=rate_limit if scope is None else None,
+            scope_rate_limit=per_scope,
         )
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--stages/--exit-stages") from e

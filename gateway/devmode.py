@@ -84,7 +84,7 @@ async def _prepare(settings: Settings) -> Demo:
     url = f"http://{settings.host}:{settings.port + 1}{DEMO_PATH}"
     conn = await asyncpg.connect(settings.database_url)
     try:
-        await db._init_connection(conn)
+        await db.init_connection(conn)
         tenant = await conn.fetchrow(FIND_TENANT_BY_NAME, DEMO_TENANT)
         if tenant is None:
             tenant = await create_tenant(conn, DEMO_TENANT)
@@ -139,9 +139,8 @@ def worker_context(settings: Settings) -> Callable[[web.Application], AsyncItera
         worker = build_worker(settings, handle_signals=False)
         task = asyncio.create_task(worker.async_run())
         yield
-        task.cancel()
+        await worker.close()  # cancels its jobs and loop, then runs its on_shutdown
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.close()
 
     return context

@@ -36,7 +36,7 @@ RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
 # One round trip authenticates the key and loads what every request needs of its tenant.
 AUTHENTICATE = """
 SELECT k.id AS key_id, k.key_hash, k.scopes, t.id AS tenant_id, t.stages, t.exit_stages,
-       t.match_phone, t.rate_limit
+       t.match_phone, t.rate_limit, t.scope_rate_limits
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
@@ -52,6 +52,11 @@ class Principal:
     pipeline: Pipeline
     match_phone: bool
     rate_limit: int | None
+    scope_rate_limits: dict[str, int]
+
+    def limit_for(self, scope: str, default: int) -> int:
+        """Requests per minute for this key in `scope`: scope override, tenant's, default."""
+        return self.scope_rate_limits.get(scope) or self.rate_limit or default
 
 
 def generate_key() -> str:
@@ -84,4 +89,5 @@ async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Principal | None:
         pipeline=Pipeline(tuple(row["stages"]), tuple(row["exit_stages"])),
         match_phone=row["match_phone"],
         rate_limit=row["rate_limit"],
+        scope_rate_limits=row["scope_rate_limits"],
     )

@@ -8,6 +8,7 @@ API key of routes that declare a scope.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -17,8 +18,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway import jsonio
-from gateway.appkeys import POOL, PRINCIPAL, REQUEST_ID
+from gateway import jsonio, metrics
+from gateway.appkeys import LIMITER, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
 from gateway.constants import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from gateway.errors import (
     ApiError,
@@ -28,10 +29,13 @@ from gateway.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
 )
 from gateway.http import refuse_nul_query
+from gateway.keys import Principal
 from gateway.keys import authenticate as authenticate_key
+from gateway.ratelimit import Verdict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -118,13 +122,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.exception("unhandled_error", method=request.method, path=request.path)
         response = error_response(InternalError("an internal error occurred"), request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
-    route = request.match_info.route.resource
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    elapsed = time.perf_counter() - started
+    metrics.HTTP_REQUESTS.labels(request.method, route, response.status).inc()
+    metrics.HTTP_LATENCY.labels(request.method, route).observe(elapsed)
     log.info(
         "request",
         method=request.method,
-        route=route.canonical if route is not None else None,
+        route=route,
         status=response.status,
-        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        latency_ms=round(elapsed * 1000, 2),
     )
     return response
 
@@ -159,4 +167,31 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if scope not in principal.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope")
     request[PRINCIPAL] = principal
-    return await handler(request)
+    verdict = await _rate_limit(request, principal, scope)
+    if verdict is None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except ApiError as e:
+        e.headers.update(verdict.headers())
+        raise
+    response.headers.update(verdict.headers())
+    return response
+
+
+async def _rate_limit(request: web.Request, principal: Principal, scope: str) -> Verdict | None:
+    """429 past the key's limit; None when Redis is out of reach (the request goes through)."""
+    limit = principal.limit_for(scope, request.app[SETTINGS].rate_limit)
+    verdict = await request.app[LIMITER].check(principal.key_id, scope, limit)
+    if verdict is None:
+        metrics.RATE_LIMIT_UNAVAILABLE.inc()
+        log.warning("rate_limit_unavailable", scope=scope)
+        return None
+    if not verdict.allowed:
+        metrics.RATE_LIMITED.labels(scope).inc()
+        wait = max(1, math.ceil(verdict.retry_after))
+        raise RateLimited(
+            f"rate limit of {limit} requests per minute for this key exceeded; retry in {wait}s",
+            headers={**verdict.headers(), "Retry-After": str(wait)},
+        )
+    return verdict

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
         description="ISO country for phone numbers written without +country code.",
     )
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    rate_limit: int = Field(6000, ge=1, description="Requests per minute per API key.")
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split_numbers)] = Field(
         DEFAULT_RETRY_SCHEDULE, description="Delay before each attempt, in seconds."
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     allow_private_destinations: bool = False
     worker_concurrency: int = Field(100, ge=1, le=10_000)
     worker_poll_delay: float = Field(0.01, gt=0, le=5)
+    worker_metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Where a worker serves /metrics; unset: not served."
+    )
     relay_interval: float = Field(5.0, gt=0)
     relay_requeue_after: float = Field(30.0, gt=0)
     circuit_failures: int = Field(5, ge=1)

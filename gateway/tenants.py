@@ -13,21 +13,21 @@ from gateway.ids import new_id
 
 CREATE_TENANT = """
 INSERT INTO tenants (id, name) VALUES ($1, $2)
-RETURNING id, name, stages, exit_stages, match_phone, rate_limit, created_at
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
 """
 
 GET_TENANT = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
 FROM tenants WHERE id = $1
 """
 
 LIST_TENANTS = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
 FROM tenants ORDER BY created_at, id
 """
 
 FIND_TENANT_BY_NAME = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
 FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1
 """
 
@@ -38,9 +38,13 @@ UPDATE tenants SET
     stages = coalesce($3, stages),
     exit_stages = coalesce($4, exit_stages),
     match_phone = coalesce($5, match_phone),
-    rate_limit = CASE WHEN $6::int IS NULL THEN rate_limit WHEN $6 = 0 THEN NULL ELSE $6 END
+    rate_limit = CASE WHEN $6::int IS NULL THEN rate_limit WHEN $6 = 0 THEN NULL ELSE $6 END,
+    scope_rate_limits = CASE
+        WHEN $7::text IS NULL THEN scope_rate_limits
+        WHEN $8::int = 0 THEN scope_rate_limits - $7
+        ELSE scope_rate_limits || jsonb_build_object($7, $8) END
 WHERE id = $1
-RETURNING id, name, stages, exit_stages, match_phone, rate_limit, created_at
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
 """
 
 
@@ -97,6 +101,7 @@ def tenant_json(row: asyncpg.Record) -> dict[str, Any]:
         "exit_stages": list(row["exit_stages"]),
         "match_phone": row["match_phone"],
         "rate_limit": row["rate_limit"],
+        "scope_rate_limits": row["scope_rate_limits"],
         "created_at": row["created_at"].isoformat(),
     }
 
@@ -116,8 +121,9 @@ async def update_tenant(
     exit_stages: tuple[str, ...] | None = None,
     match_phone: bool | None = None,
     rate_limit: int | None = None,
+    scope_rate_limit: tuple[str, int] | None = None,
 ) -> asyncpg.Record | None:
-    """Change a tenant's options; `rate_limit=0` returns it to the global default."""
+    """Change a tenant's options; a rate limit of 0 returns to the default."""
     if stages is not None or exit_stages is not None:
         current = await conn.fetchrow(GET_TENANT, tenant_id)
         if current is None:
@@ -135,4 +141,6 @@ async def update_tenant(
         list(exit_stages) if exit_stages is not None else None,
         match_phone,
         rate_limit,
+        scope_rate_limit[0] if scope_rate_limit else None,
+        scope_rate_limit[1] if scope_rate_limit else None,
     )

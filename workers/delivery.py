@@ -23,6 +23,7 @@ import orjson
 import structlog
 from redis.exceptions import RedisError
 
+from gateway import metrics
 from gateway.constants import DELIVER_JOB, OUTCOMES_CHANNEL
 from gateway.signing import sign_headers
 from workers import sql
@@ -300,6 +301,9 @@ async def _announce(state: WorkerState, outcomes: list[Outcome]) -> None:
             "next_attempt_at": o.next_attempt_at.isoformat() if o.next_attempt_at else None,
         }
         log.info("delivery_attempt", **line)
+        metrics.DELIVERY_ATTEMPTS.labels(line["outcome"]).inc()
+        if o.attempt is not None:
+            metrics.DELIVERY_LATENCY.observe(o.attempt.latency_ms / 1000)
         messages.append(orjson.dumps({**line, "at": datetime.now(UTC).isoformat()}))
     if not messages:
         return

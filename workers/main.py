@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import prometheus_client
 import structlog
 from arq import Worker
 from arq.worker import func
@@ -44,6 +45,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx[STATE] = state
     ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
     log.info("worker_started", concurrency=settings.worker_concurrency)
 
 

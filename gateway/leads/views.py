@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from gateway import idempotency, jsonio
+from gateway import idempotency, jsonio, metrics
 from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
 from gateway.db import Conn
 from gateway.deliveries.views import recent_deliveries
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import ApiError, InvalidRequest, NotFound
 from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, query_fields, read_body, validate
 from gateway.keys import Principal
@@ -74,21 +76,36 @@ async def _run_postback(request: web.Request, fields: dict[str, Any], body: byte
         settings.idempotency_ttl_seconds,
         work,
     )
+    if response.headers.get(idempotency.REPLAYED_HEADER):
+        metrics.INGEST.labels("replayed").inc()
+    else:
+        metrics.INGEST.labels("created" if response.status == 201 else "matched").inc()
     await signal_due(request.app[REDIS], due)
     return response
 
 
 @requires("ingest")
 async def post_postback(request: web.Request) -> web.Response:
-    body = await read_body(request)
-    return await _run_postback(request, await body_fields(request, body), body)
+    with _counting_rejects():
+        body = await read_body(request)
+        return await _run_postback(request, await body_fields(request, body), body)
 
 
 @requires("ingest")
 async def get_postback(request: web.Request) -> web.Response:
-    fields = query_fields(request.query)
-    fields.pop("api_key", None)
-    return await _run_postback(request, fields, b"")
+    with _counting_rejects():
+        fields = query_fields(request.query)
+        fields.pop("api_key", None)
+        return await _run_postback(request, fields, b"")
+
+
+@contextlib.contextmanager
+def _counting_rejects() -> Iterator[None]:
+    try:
+        yield
+    except ApiError:
+        metrics.INGEST.labels("rejected").inc()
+        raise
 
 
 def _encode_cursor(lead: dict[str, Any]) -> str:

@@ -73,10 +73,10 @@ async def run_worker(conn: asyncpg.Connection) -> AsyncIterator[WorkerFactory]:
 
     yield start_worker
     for worker, task in tasks:
-        task.cancel()
+        # close() cancels the worker's jobs and main loop, then runs its on_shutdown.
+        await worker.close()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.close()
 
 
 @pytest.fixture

@@ -1,0 +1,81 @@
+"""Rate limits per API key: GCRA in Redis, one atomic round trip per request.
+
+GCRA (the generic cell rate algorithm) keeps one number per key — the theoretical arrival
+time of the next request — so a limit of N per minute allows a burst of N and then one request
+every 60/N seconds. The clock is Redis's own, so every gateway process agrees on it.
+If Redis cannot answer, the request is let through (fail open): losing rate limiting for a
+while is better than refusing leads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+WINDOW_SECONDS = 60
+KEY_PREFIX = "leadgate:rl:"
+
+# Returns {allowed, remaining, retry_after_us, reset_us, now_us}.
+_GCRA = """
+local interval = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local diff = new_tat - now
+if diff > period then
+  return {0, 0, diff - period, tat - now, now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(diff / 1000))
+return {1, math.floor((period - diff) / interval), 0, diff, now}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: float  # seconds until a request would be allowed
+    reset_at: int  # epoch seconds when the full quota is back
+    reset_in: int  # seconds until then
+
+    def headers(self) -> dict[str, str]:
+        """GitHub-style X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields."""
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_at),
+            "RateLimit-Policy": f'"per-key";q={self.limit};w={WINDOW_SECONDS}',
+            "RateLimit": f'"per-key";r={self.remaining};t={self.reset_in}',
+        }
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis) -> None:
+        self._script = redis.register_script(_GCRA)
+
+    async def check(self, key_id: str, scope: str, per_minute: int) -> Verdict | None:
+        """The verdict for one request, or None when Redis cannot be asked (fail open)."""
+        period = WINDOW_SECONDS * 1_000_000
+        interval = period / per_minute
+        try:
+            allowed, remaining, retry_us, reset_us, now_us = await self._script(
+                keys=[f"{KEY_PREFIX}{key_id}:{scope}"], args=[interval, period]
+            )
+        except (RedisError, OSError):
+            return None
+        reset_in = math.ceil(int(reset_us) / 1_000_000)
+        return Verdict(
+            allowed=bool(allowed),
+            limit=per_minute,
+            remaining=int(remaining),
+            retry_after=int(retry_us) / 1_000_000,
+            reset_at=math.ceil((int(now_us) + int(reset_us)) / 1_000_000),
+            reset_in=reset_in,
+        )
