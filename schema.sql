@@ -188,3 +188,32 @@ CREATE TABLE IF NOT EXISTS delivery_attempts (
     response_body  text
 );
 CREATE INDEX IF NOT EXISTS delivery_attempts_delivery ON delivery_attempts (delivery_id, id);
+
+-- Leads a messaging provider reported opted out; later postbacks leave this as it is.
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS opted_out_at timestamptz;
+
+-- Inbound sources: providers that post events to /v1/inbound/{name}, signed with `secret`.
+CREATE TABLE IF NOT EXISTS sources (
+    tenant_id          text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name               text NOT NULL,
+    secret             text NOT NULL,
+    signature          jsonb NOT NULL DEFAULT '{"scheme": "standard"}',
+    tolerance_seconds  integer NOT NULL DEFAULT 300 CHECK (tolerance_seconds > 0),
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- Every inbound event once: the provider's id is unique per tenant and source, so a resent
+-- event finds its first copy and changes nothing. `body` is the raw request body as received.
+CREATE TABLE IF NOT EXISTS inbound_events (
+    id           text PRIMARY KEY,
+    tenant_id    text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    source       text NOT NULL,
+    external_id  text NOT NULL,
+    type         text NOT NULL,
+    lead_id      text,
+    body         text NOT NULL,
+    received_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (tenant_id, source, external_id)
+);
+CREATE INDEX IF NOT EXISTS inbound_events_lead ON inbound_events (lead_id) WHERE lead_id IS NOT NULL;

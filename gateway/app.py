@@ -16,6 +16,7 @@ from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
+from gateway.inbound.views import OPERATIONS as INBOUND_OPERATIONS
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.metrics import metrics_view
 from gateway.middleware import authenticate, observe
@@ -24,7 +25,12 @@ from gateway.queue import arq_pool
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
-OPERATIONS: list[Operation] = [*LEAD_OPERATIONS, *ENDPOINT_OPERATIONS, *DELIVERY_OPERATIONS]
+OPERATIONS: list[Operation] = [
+    *LEAD_OPERATIONS,
+    *ENDPOINT_OPERATIONS,
+    *DELIVERY_OPERATIONS,
+    *INBOUND_OPERATIONS,
+]
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -33,6 +33,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 MAX_REQUEST_ID = 200
 
 ENDPOINT_PREFIX = "ep"
+INBOUND_PREFIX = "inb"
 
 # arq queue and job names shared by the gateway (which signals) and the worker (which runs).
 # A queue of Leadgate's own, so an arq worker of another app on the same Redis never takes them.

@@ -146,8 +146,11 @@ def _key_of(request: web.Request) -> str | None:
         raise Unauthorized("the Authorization header must be `Bearer <key>`")
     if key := request.headers.get("X-API-Key"):
         return key.strip()
-    # Ad networks' postback pixels cannot set headers; only a GET postback may carry the key.
-    if request.method == "GET" and request.path == "/v1/postback":
+    # Ad networks' pixels and many providers' webhook settings cannot set headers: a GET
+    # postback and an inbound event may carry the key in the query string, nothing else may.
+    if (request.method == "GET" and request.path == "/v1/postback") or (
+        request.method == "POST" and request.path.startswith("/v1/inbound/")
+    ):
         return request.query.get("api_key")
     return None
 

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -98,3 +99,49 @@ def sign_headers(
         if len(digests) > 1:
             headers[f"{signature.header}-Previous"] = signature.prefix + digests[1]
     return headers
+
+
+class BadSignature(ValueError):
+    """An inbound request's signature is missing, wrong or stale; the message says which."""
+
+
+def verify(
+    signature: Signature | dict[str, Any],
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance: float,
+    now: float,
+) -> None:
+    """Check an inbound request's signature, as a receiver of our own webhooks would.
+
+    Standard Webhooks needs `webhook-id`, a `webhook-timestamp` within `tolerance` seconds of
+    `now`, and a matching `v1,` signature among those given. `hmac-sha256-hex` needs the named
+    header; a `webhook-timestamp`, when sent, must be within tolerance too.
+    """
+    if isinstance(signature, dict):
+        signature = Signature.model_validate(signature)
+    stamp = headers.get("webhook-timestamp")
+    if stamp is not None or signature.scheme == "standard":
+        try:
+            timestamp = int(stamp or "")
+        except ValueError as e:
+            raise BadSignature("missing or malformed webhook-timestamp") from e
+        if abs(now - timestamp) > tolerance:
+            raise BadSignature("webhook-timestamp is outside the tolerance")
+    if signature.scheme == "standard":
+        message_id = headers.get("webhook-id")
+        if not message_id:
+            raise BadSignature("missing webhook-id")
+        expected = sign_headers(signature, [secret], message_id, timestamp, body)
+        wanted = expected["webhook-signature"]
+        given = headers.get("webhook-signature", "").split()
+        if not any(hmac.compare_digest(wanted, g) for g in given):
+            raise BadSignature("no matching v1 signature")
+        return
+    assert signature.header is not None
+    given_hex = headers.get(signature.header, "")
+    wanted_hex = signature.prefix + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(wanted_hex.encode(), given_hex.encode()):
+        raise BadSignature(f"{signature.header} does not match")

@@ -53,6 +53,7 @@ def lead_json(row: asyncpg.Record | LeadDict) -> LeadDict:
     """A lead as the API shows it (and as lead events carry it)."""
     lead = {"id": row["id"]}
     lead.update({col: row[col] for col in sql.WRITABLE})
+    lead["opted_out_at"] = row["opted_out_at"]
     lead["created_at"] = row["created_at"]
     lead["updated_at"] = row["updated_at"]
     return lead
@@ -161,6 +162,7 @@ async def create_lead(tx: Tx, values: dict[str, Any], stage: str, now: datetime)
     lead.update({col: values.get(col) for col in sql.WRITABLE})
     lead["stage"] = stage
     lead["custom_data"] = values.get("custom_data", {})
+    lead["opted_out_at"] = None
     lead["created_at"] = lead["updated_at"] = now
     async with _naming_conflicts():
         await tx.conn.execute(

@@ -162,6 +162,9 @@ class Lead(BaseModel):
     form_fields_total: int | None
     estimated_value: float | None
     custom_data: dict[str, Any]
+    opted_out_at: datetime | None = Field(
+        description="When an inbound opt-out arrived; postbacks never clear it."
+    )
     created_at: datetime
     updated_at: datetime
 

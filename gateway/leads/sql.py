@@ -7,7 +7,7 @@ from gateway.leads.models import NUMBER_FIELDS, TEXT_FIELDS
 # The columns a postback or PATCH writes, in the order every query below binds them.
 WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
 _COLS = ", ".join(WRITABLE)
-_SELECT = f"SELECT id, {_COLS}, created_at, updated_at FROM leads"
+_SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at FROM leads"
 
 INSERT_LEAD = (
     f"INSERT INTO leads (id, tenant_id, created_at, updated_at, {_COLS}) VALUES ($1, $2, $3, $3, "
@@ -57,7 +57,7 @@ UPDATE leads SET
     company = NULL, referrer = NULL, ip_address = NULL, user_agent = NULL, custom_data = '{{}}',
     updated_at = $3, deleted_at = $3
 WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL
-RETURNING id, {_COLS}, created_at, updated_at
+RETURNING id, {_COLS}, opted_out_at, created_at, updated_at
 """
 
 # Erasure reaches what the lead's earlier changes left behind: their undelivered webhooks are

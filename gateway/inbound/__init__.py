@@ -1,0 +1,1 @@
+"""Inbound events: replies and opt-outs posted by providers, verified, stored once, fanned out."""
