@@ -217,3 +217,13 @@ CREATE TABLE IF NOT EXISTS inbound_events (
     UNIQUE (tenant_id, source, external_id)
 );
 CREATE INDEX IF NOT EXISTS inbound_events_lead ON inbound_events (lead_id) WHERE lead_id IS NOT NULL;
+
+-- The furthest pipeline stage a lead has reached (a forced move back does not lower it): the
+-- funnel counts a lead at every stage up to this one.
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS furthest_stage text;
+-- Analytics read leads by creation time (erased leads included) without touching the heap.
+CREATE INDEX IF NOT EXISTS leads_tenant_created_analytics
+    ON leads (tenant_id, created_at) INCLUDE (stage, furthest_stage, source, campaign);
+ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
+CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
+    ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);

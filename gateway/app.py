@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway import db, jsonio
+from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
 from gateway.appkeys import LIMITER, OUTBOX, POOL, REDIS, SETTINGS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
@@ -30,6 +31,7 @@ OPERATIONS: list[Operation] = [
     *ENDPOINT_OPERATIONS,
     *DELIVERY_OPERATIONS,
     *INBOUND_OPERATIONS,
+    *ANALYTICS_OPERATIONS,
 ]
 
 

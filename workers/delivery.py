@@ -228,6 +228,7 @@ async def _record(state: WorkerState, outcomes: list[Outcome]) -> None:
         [o.next_attempt_at for o in outcomes],
         [o.attempt.status if o.attempt else None for o in outcomes],
         [o.error for o in outcomes],
+        [o.row["tenant_id"] for o in tried],
     )
 
 

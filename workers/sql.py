@@ -24,9 +24,9 @@ RETURNING d.id, d.tenant_id, d.event_id, d.endpoint_id, d.lead_id, d.event_type,
 RECORD = """
 WITH attempts AS (
     INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status, latency_ms,
-                                   outcome, error, response_body)
+                                   outcome, error, response_body, tenant_id)
     SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[],
-                         $5::float8[], $6::text[], $7::text[], $8::text[])
+                         $5::float8[], $6::text[], $7::text[], $8::text[], $17::text[])
 )
 UPDATE deliveries d SET
     state = u.state, attempt_count = d.attempt_count + u.attempted, tries = u.tries,

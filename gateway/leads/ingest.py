@@ -127,7 +127,7 @@ async def ingest(
         )
 
     if row is None:
-        lead = await create_lead(tx, values, target or who.pipeline.stages[0], now)
+        lead = await create_lead(tx, who.pipeline, values, target or who.pipeline.stages[0], now)
         return IngestResult(lead, created=True, stage_ignored=False)
 
     current = lead_json(row)
@@ -157,16 +157,24 @@ def merge(current: LeadDict, values: dict[str, Any]) -> LeadDict:
     return merged
 
 
-async def create_lead(tx: Tx, values: dict[str, Any], stage: str, now: datetime) -> LeadDict:
+async def create_lead(
+    tx: Tx, pipeline: Pipeline, values: dict[str, Any], stage: str, now: datetime
+) -> LeadDict:
     lead: LeadDict = {"id": new_id(LEAD_PREFIX)}
     lead.update({col: values.get(col) for col in sql.WRITABLE})
     lead["stage"] = stage
     lead["custom_data"] = values.get("custom_data", {})
     lead["opted_out_at"] = None
     lead["created_at"] = lead["updated_at"] = now
+    furthest = stage if stage in pipeline.stages else pipeline.stages[0]
     async with _naming_conflicts():
         await tx.conn.execute(
-            sql.INSERT_LEAD, lead["id"], tx.tenant_id, now, *(lead[c] for c in sql.WRITABLE)
+            sql.INSERT_LEAD,
+            lead["id"],
+            tx.tenant_id,
+            now,
+            furthest,
+            *(lead[c] for c in sql.WRITABLE),
         )
     await tx.conn.execute(
         sql.INSERT_STAGE_CHANGE, tx.tenant_id, lead["id"], None, stage, False, tx.key_id, now
@@ -188,8 +196,9 @@ async def save_change(
         return current
     merged["updated_at"] = now
     async with _naming_conflicts():
+        reached = move.to_stage if move is not None else None
         await tx.conn.execute(
-            sql.UPDATE_LEAD, merged["id"], now, *(merged[c] for c in sql.WRITABLE)
+            sql.UPDATE_LEAD, merged["id"], now, reached, *(merged[c] for c in sql.WRITABLE)
         )
     events = []
     if changed - {"stage"}:

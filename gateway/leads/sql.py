@@ -9,16 +9,23 @@ WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
 _COLS = ", ".join(WRITABLE)
 _SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at FROM leads"
 
+# $4: the furthest stage reached; then the writable columns.
 INSERT_LEAD = (
-    f"INSERT INTO leads (id, tenant_id, created_at, updated_at, {_COLS}) VALUES ($1, $2, $3, $3, "
-    + ", ".join(f"${i}" for i in range(4, 4 + len(WRITABLE)))
+    "INSERT INTO leads (id, tenant_id, created_at, updated_at, furthest_stage, "
+    f"{_COLS}) VALUES ($1, $2, $3, $3, $4, "
+    + ", ".join(f"${i}" for i in range(5, 5 + len(WRITABLE)))
     + ")"
 )
 
+# $3: a stage the lead moved to; it becomes the furthest reached if it ranks higher in the
+# tenant's pipeline than the furthest so far (a forced move back lowers nothing).
 UPDATE_LEAD = (
-    "UPDATE leads SET updated_at = $2, "
-    + ", ".join(f"{col} = ${i}" for i, col in enumerate(WRITABLE, start=3))
-    + " WHERE id = $1"
+    "UPDATE leads SET updated_at = $2, furthest_stage = CASE"
+    " WHEN coalesce(array_position(t.stages, $3::text), 0)"
+    " > coalesce(array_position(t.stages, leads.furthest_stage), 0)"
+    " THEN $3 ELSE leads.furthest_stage END, "
+    + ", ".join(f"{col} = ${i}" for i, col in enumerate(WRITABLE, start=4))
+    + " FROM tenants t WHERE leads.id = $1 AND t.id = leads.tenant_id"
 )
 
 GET_LEAD = f"{_SELECT} WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
