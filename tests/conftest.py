@@ -71,7 +71,7 @@ def settings(servers: Servers) -> Settings:
 async def conn(servers: Servers) -> AsyncIterator[asyncpg.Connection]:
     """A connection to a freshly emptied database (and a flushed Redis)."""
     connection = await asyncpg.connect(servers.database_url)
-    await db._init_connection(connection)
+    await db.init_connection(connection)
     await connection.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
     redis = aioredis.from_url(servers.redis_url)
     await redis.flushdb()
