@@ -44,6 +44,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     extra_parameters: tuple[dict[str, Any], ...] = ()
+    operation_id: str | None = None  # when one handler serves two routes
 
 
 class ErrorDetail(BaseModel):
@@ -94,7 +95,7 @@ def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
 def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": op.handler.__name__,
+        "operationId": op.operation_id or op.handler.__name__,
         "tags": list(op.tags),
         "parameters": [*_path_parameters(op.path), *op.extra_parameters],
         "responses": {},

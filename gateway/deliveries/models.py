@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.constants import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+from gateway.types import Moment, ZonedMoment
 
 State = Literal["pending", "succeeded", "failed", "cancelled"]
 Id = Annotated[str, StringConstraints(max_length=200)]
@@ -69,7 +70,7 @@ class Replay(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    since: datetime
+    since: Moment
     state: State | list[State] = Field("failed", description="One state or several.")
 
 
@@ -96,15 +97,13 @@ class PublishEvent(BaseModel):
     ] = Field(description="Dotted, lowercase; `lead.` and `endpoint.` are Leadgate's own.")
     lead_id: Id | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-    deliver_at: datetime | None = None
+    deliver_at: ZonedMoment | None = None
     delay: float | None = Field(None, ge=0, le=366 * 86_400, description="Seconds from now.")
 
     @model_validator(mode="after")
     def _one_schedule(self) -> PublishEvent:
         if self.deliver_at is not None and self.delay is not None:
             raise ValueError("give deliver_at or delay, not both")
-        if self.deliver_at is not None and self.deliver_at.tzinfo is None:
-            raise ValueError("deliver_at needs a time zone (RFC 3339), e.g. 2026-01-01T09:00:00Z")
         if self.type.split(".")[0] in ("lead", "endpoint"):
             raise ValueError(f"{self.type!r}: lead.* and endpoint.* events are Leadgate's own")
         return self

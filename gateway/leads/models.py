@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from gateway.constants import MAX_TEXT_FIELD, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 from gateway.deliveries.models import Delivery
+from gateway.types import Moment
+
+# Counts are stored as Postgres integers.
+MAX_COUNT = 2**31 - 1
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_TEXT_FIELD)]
 
@@ -70,9 +74,9 @@ class LeadFields(BaseModel):
     browser: Text | None = None
     device_type: Text | None = None
     form_completion_percent: float | None = Field(None, ge=0, le=100)
-    form_fields_completed: int | None = Field(None, ge=0)
-    form_fields_total: int | None = Field(None, ge=0)
-    estimated_value: float | None = Field(None, ge=0)
+    form_fields_completed: int | None = Field(None, ge=0, le=MAX_COUNT)
+    form_fields_total: int | None = Field(None, ge=0, le=MAX_COUNT)
+    estimated_value: float | None = Field(None, ge=0, le=1e15)
     custom_data: dict[str, Any] | None = Field(
         None, description="Merged key by key into the lead's custom data."
     )
@@ -117,9 +121,9 @@ class LeadListQuery(BaseModel):
     source: Text | None = None
     campaign: Text | None = None
     search: Text | None = Field(None, description="Matches name, email, phone or company.")
-    from_: datetime | None = Field(None, alias="from", description="Created at or after.")
-    to: datetime | None = Field(None, description="Created before.")
-    updated_since: datetime | None = None
+    from_: Moment | None = Field(None, alias="from", description="Created at or after.")
+    to: Moment | None = Field(None, description="Created before.")
+    updated_since: Moment | None = None
     limit: int = Field(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
     offset: int = Field(0, ge=0, le=1_000_000)
     cursor: Text | None = Field(None, description="`next_cursor` of the previous page.")

@@ -281,7 +281,7 @@ OPERATIONS = [
               errors=(400, 404, 409), tags=("ingest",),
               extra_parameters=(_API_KEY_PARAMETER,)),
     Operation("POST", "/v1/leads", post_postback, "Create a lead (or update its match)",
-              scope="ingest", body=PostbackIn, forms=True, response=IngestResponse,
+              scope="ingest", operation_id="create_lead", body=PostbackIn, forms=True, response=IngestResponse,
               statuses=(200, 201), errors=_POSTBACK_ERRORS, tags=("leads",)),
     Operation("GET", "/v1/leads", list_leads, "List leads", scope="read", query=LeadListQuery,
               response=LeadPage, errors=(400,), tags=("leads",)),
