@@ -13,6 +13,11 @@ from gateway.settings import Settings
 
 # On SIGTERM aiohttp stops accepting, then gives in-flight requests this long to finish.
 SHUTDOWN_TIMEOUT = 30.0
+# A GET postback carries a whole lead in its query string: up to ~30 fields of up to 1000
+# characters, percent-encoded. aiohttp's default (8190 bytes) would refuse one before Leadgate
+# could answer with its own error body.
+MAX_REQUEST_LINE = 128 * 1024
+MAX_HEADER_FIELD = 16 * 1024
 
 
 def install_uvloop() -> None:
@@ -35,4 +40,7 @@ def serve(settings: Settings, app: web.Application | None = None) -> None:
         print=None,
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
+        # Passed through the runner to each connection's request handler.
+        max_line_size=MAX_REQUEST_LINE,
+        max_field_size=MAX_HEADER_FIELD,
     )
