@@ -26,6 +26,7 @@ _ERROR_TEXT = {
     413: "The body exceeds LEADGATE_MAX_BODY_BYTES.",
     415: "The Content-Type is neither JSON nor a url-encoded form.",
     422: "The idempotency key was used with a different request.",
+    429: "The API key's rate limit is spent; Retry-After says when to try again.",
 }
 
 
@@ -113,7 +114,7 @@ def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, An
             ok["content"] = {JSON_TYPE: {"schema": ref(op.response)}}
         doc["responses"][str(status)] = ok
     error_ref = ref(ErrorBody)
-    codes = set(op.errors) | ({401, 403} if op.scope else set())
+    codes = set(op.errors) | ({401, 403, 429} if op.scope else set())
     for code in sorted(codes):
         doc["responses"][str(code)] = {
             "description": _ERROR_TEXT[code],
