@@ -413,6 +413,7 @@ def endpoints_add(
     async def run() -> dict[str, Any]:
         conn = await asyncpg.connect(dsn)
         try:
+            await db.init_connection(conn)
             spec = parse_spec(
                 {
                     "url": url,

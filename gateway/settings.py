@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -109,22 +109,32 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml_path = os.environ.get("LEADGATE_CONFIG")
-        if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        if cls.toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.toml_file))
         return tuple(sources)
+
+    # The TOML file a subclass made by `load_settings` reads; the base class reads none.
+    toml_file: ClassVar[Path | None] = None
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
-    """Load settings once at start-up; raise SettingsError naming every bad setting."""
+    """Load settings once at start-up; raise SettingsError naming every bad setting.
+
+    The TOML file is `config_file`, else the one LEADGATE_CONFIG names, else none.
+    """
+    if config_file is None and (named := os.environ.get("LEADGATE_CONFIG")):
+        config_file = Path(named)
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"LEADGATE_CONFIG: no such file: {config_file}")
+    cls = Settings
     if config_file is not None:
-        if not config_file.is_file():
-            raise SettingsError(f"LEADGATE_CONFIG: no such file: {config_file}")
-        os.environ["LEADGATE_CONFIG"] = str(config_file)
-    elif (path := os.environ.get("LEADGATE_CONFIG")) and not Path(path).is_file():
-        raise SettingsError(f"LEADGATE_CONFIG: no such file: {path}")
+
+        class FromFile(Settings):
+            toml_file = config_file
+
+        cls = FromFile
     try:
-        return Settings()
+        return cls()
     except ValidationError as e:
         raise SettingsError(describe_errors(e)) from e
     except ValueError as e:  # a TOML file that does not parse

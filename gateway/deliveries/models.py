@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from gateway.constants import PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
 from gateway.types import Moment, ZonedMoment
@@ -100,13 +107,19 @@ class PublishEvent(BaseModel):
     deliver_at: ZonedMoment | None = None
     delay: float | None = Field(None, ge=0, le=366 * 86_400, description="Seconds from now.")
 
-    @model_validator(mode="after")
-    def _one_schedule(self) -> PublishEvent:
-        if self.deliver_at is not None and self.delay is not None:
+    @field_validator("type")
+    @classmethod
+    def _not_ours(cls, value: str) -> str:
+        if value.split(".")[0] in ("lead", "endpoint"):
+            raise ValueError("lead.* and endpoint.* events are Leadgate's own")
+        return value
+
+    @field_validator("delay")
+    @classmethod
+    def _one_schedule(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("deliver_at") is not None:
             raise ValueError("give deliver_at or delay, not both")
-        if self.type.split(".")[0] in ("lead", "endpoint"):
-            raise ValueError(f"{self.type!r}: lead.* and endpoint.* events are Leadgate's own")
-        return self
+        return value
 
 
 class Published(BaseModel):
