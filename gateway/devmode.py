@@ -28,7 +28,7 @@ from gateway.keys import create_key
 from gateway.server import serve
 from gateway.settings import Settings
 from gateway.tenants import FIND_TENANT_BY_NAME, create_tenant
-from workers.main import build_worker
+from workers.main import running_in_loop
 
 # The demo endpoint is found again by tenant and URL, so restarts reuse it and its secret.
 FIND_DEMO_ENDPOINT = """
@@ -136,11 +136,7 @@ def worker_context(settings: Settings) -> Callable[[web.Application], AsyncItera
     """Run the delivery worker inside the gateway's event loop (dev only)."""
 
     async def context(_: web.Application) -> AsyncIterator[None]:
-        worker = build_worker(settings, handle_signals=False)
-        task = asyncio.create_task(worker.async_run())
-        yield
-        await worker.close()  # cancels its jobs and loop, then runs its on_shutdown
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        async with running_in_loop(settings):
+            yield
 
     return context

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import prometheus_client
@@ -82,6 +83,35 @@ def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         job_deserializer=deserialize,
         log_results=False,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_in_loop(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a worker inside the current event loop (`leadgate dev`, tests) for a block.
+
+    Leaving the block stops it as SIGTERM would: it takes no more jobs, the jobs in flight
+    finish (up to one attempt timeout and a margin), then it closes. Yields the worker's main
+    task, so a caller can see whether it died of an error.
+    """
+    worker = build_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield task
+    finally:
+        await _stop_in_loop(worker, task, drain=settings.delivery_timeout + 5)
+
+
+async def _stop_in_loop(worker: Worker, task: asyncio.Task[None], *, drain: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(drain):
+            # arq's poll loop can outlive one cancel (it may be between awaits that swallow
+            # it); ask until it has stopped, then let the jobs it started finish.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            if running := [job for job in worker.tasks.values() if not job.done()]:
+                await asyncio.wait(running)
+    await worker.close()  # cancels what is still running, then runs on_shutdown
 
 
 def run_worker(settings: Settings) -> None:

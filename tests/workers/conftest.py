@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from gateway.settings import Settings
 from tests.conftest import Tenant
 from tests.receivers import Receiver, start
-from workers.main import build_worker
+from workers.main import running_in_loop
 
 FAST = {
     "allow_private_destinations": True,
@@ -64,19 +64,17 @@ WorkerFactory = Callable[..., Awaitable[None]]
 
 @pytest.fixture
 async def run_worker(conn: asyncpg.Connection) -> AsyncIterator[WorkerFactory]:
-    """Start real workers with the given settings; all are stopped at the test's end."""
-    tasks: list[tuple[Any, asyncio.Task[None]]] = []
+    """Start real workers with the given settings; each stops, as on SIGTERM, at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
 
-    async def start_worker(settings: Settings) -> None:
-        worker = build_worker(settings, handle_signals=False)
-        tasks.append((worker, asyncio.create_task(worker.async_run())))
+        async def start_worker(settings: Settings) -> None:
+            tasks.append(await stack.enter_async_context(running_in_loop(settings)))
 
-    yield start_worker
-    for worker, task in tasks:
-        # close() cancels the worker's jobs and main loop, then runs its on_shutdown.
-        await worker.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        yield start_worker
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]  # a worker that died fails the test
 
 
 @pytest.fixture
