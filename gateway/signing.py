@@ -40,6 +40,10 @@ class Signature(BaseModel):
     )
     prefix: str = Field("", max_length=50, description="hmac-sha256-hex only, e.g. `sha256=`.")
 
+    def stored(self) -> dict[str, Any]:
+        """As kept on the endpoint: the scheme, and only the options that apply to it."""
+        return {"scheme": self.scheme, **self.model_dump(exclude_defaults=True)}
+
     @model_validator(mode="after")
     def _header_for_hex(self) -> Signature:
         if self.scheme == "hmac-sha256-hex" and not self.header:

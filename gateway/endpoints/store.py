@@ -84,7 +84,7 @@ async def add_endpoint(
         spec.headers,
         spec.rate_limit,
         spec.enabled,
-        spec.signature.model_dump(exclude_none=True),
+        spec.signature.stored(),
         secret,
     )
     return {**endpoint_json(row), "secret": secret}

@@ -27,7 +27,7 @@ from gateway.endpoints.store import (
     check_url,
     endpoint_json,
 )
-from gateway.errors import InvalidRequest, NotFound
+from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, read_body, validate
 from gateway.middleware import requires
@@ -115,7 +115,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         patch.headers,
         "rate_limit" in sent,
         patch.rate_limit,
-        patch.signature.model_dump(exclude_none=True) if patch.signature else None,
+        patch.signature.stored() if patch.signature else None,
         patch.enabled,
         patch.secret,
     )
@@ -158,6 +158,8 @@ async def rotate_secret(request: web.Request) -> web.Response:
 async def send_test(request: web.Request) -> web.Response:
     """Send an `endpoint.test` event to this endpoint alone, whatever its event types."""
     row = await _endpoint(request)
+    if not row["enabled"]:
+        raise Conflict("the endpoint is disabled; enable it (PATCH enabled: true) to test it")
     who = request[PRINCIPAL]
     due: list[str] = []
     now = datetime.now(UTC)
@@ -188,5 +190,5 @@ OPERATIONS = [
               scope="manage", body=RotateSecret, response=SecretResponse,
               errors=(400, 404, 413, 415), tags=("endpoints",)),
     Operation("POST", f"{_PATH}/test", send_test, "Send a test event", scope="manage",
-              response=TestSent, statuses=(202,), errors=(404,), tags=("endpoints",)),
+              response=TestSent, statuses=(202,), errors=(404, 409), tags=("endpoints",)),
 ]  # fmt: skip

@@ -60,7 +60,7 @@ async def create_source(request: web.Request) -> web.Response:
         request[PRINCIPAL].tenant_id,
         spec.name,
         secret,
-        spec.signature.model_dump(exclude_none=True),
+        spec.signature.stored(),
         spec.tolerance_seconds,
     )
     if row is None:
