@@ -79,3 +79,43 @@ class RateLimiter:
             reset_at=math.ceil((int(now_us) + int(reset_us)) / 1_000_000),
             reset_in=reset_in,
         )
+
+
+# Returns {allowed, wait_us}: a log of send times per key, pruned to the window.
+_SLIDING = """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, string.format('%d', now) .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return {1, 0}
+end
+local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+return {0, oldest + window - now}
+"""
+
+
+class SlidingWindow:
+    """At most `limit` events per window for a key, across every process sharing Redis.
+
+    Unlike a per-second counter, no two windows can be stacked at a boundary: the limit holds
+    in every window, wherever it starts. A refusal says how long until a slot frees.
+    """
+
+    def __init__(self, redis: Redis, *, window: float, prefix: str) -> None:
+        self._script = redis.register_script(_SLIDING)
+        self._window_us = int(window * 1_000_000)
+        self._prefix = prefix
+
+    async def acquire(self, key: str, limit: int, token: str) -> float | None:
+        """0 if allowed now, else seconds to wait; None when Redis cannot be asked."""
+        try:
+            allowed, wait_us = await self._script(
+                keys=[self._prefix + key], args=[limit, self._window_us, token]
+            )
+        except (RedisError, OSError):
+            return None
+        return 0.0 if allowed else int(wait_us) / 1_000_000

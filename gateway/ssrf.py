@@ -24,17 +24,24 @@ class DestinationRefused(ValueError):
     """The URL's host is, or resolves to, an address webhooks may not reach."""
 
 
+class RefusedAtConnect(OSError):
+    """Raised by the resolver: every address of a host is one webhooks may not reach."""
+
+
 def refused_because(ip: IPAddress) -> str | None:
     """Why webhooks may not go to `ip`, or None if they may."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return refused_because(ip.ipv4_mapped)
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local
+    # The narrower classes first, so the reason names the most specific one.
     for test, reason in (
         (ip.is_loopback, "loopback"),
-        (ip.is_private, "private"),
+        (ip.is_unspecified, "unspecified"),
         (ip.is_link_local, "link-local"),
         (ip.is_multicast, "multicast"),
+        (site_local, "site-local"),
         (ip.is_reserved, "reserved"),
-        (ip.is_unspecified, "unspecified"),
+        (ip.is_private, "private"),
     ):
         if test:
             return reason
@@ -92,7 +99,9 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         allowed = [r for r in results if refused_because(ipaddress.ip_address(r["host"])) is None]
         if not allowed:
-            raise OSError(f"refused destination: {host} resolves only to non-public addresses")
+            raise RefusedAtConnect(
+                f"refused destination: {host} resolves only to non-public addresses"
+            )
         return allowed
 
     async def close(self) -> None:

@@ -115,8 +115,8 @@ async def _triage(
         ):
             # Half-open: one probe decides; the others wait for its verdict.
             later.append((row, now + timedelta(seconds=min(settings.circuit_cooldown, PROBE_WAIT))))
-        elif row["rate_limit"] and not await _within_rate(state, endpoint, row["rate_limit"], now):
-            later.append((row, now.replace(microsecond=0) + timedelta(seconds=1)))
+        elif row["rate_limit"] and (wait := await _rate_wait(state, row)) > 0:
+            later.append((row, now + timedelta(seconds=wait)))
         else:
             if row["consecutive_failures"] >= settings.circuit_failures:
                 probing.add(endpoint)
@@ -135,19 +135,12 @@ async def _win_probe(state: WorkerState, endpoint_id: str) -> bool:
     return bool(won)
 
 
-async def _within_rate(
-    state: WorkerState, endpoint_id: str, per_second: int, now: datetime
-) -> bool:
-    """A per-endpoint, per-second counter in Redis, shared by every worker."""
-    key = f"leadgate:rate:{endpoint_id}:{int(now.timestamp())}"
-    try:
-        async with state.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 2)
-            count, _ = await pipe.execute()
-    except (RedisError, OSError):
-        return True
-    return int(count) <= per_second
+async def _rate_wait(state: WorkerState, row: asyncpg.Record) -> float:
+    """Seconds this delivery must wait for its endpoint's rate limit (0: send now).
+
+    Without Redis the limit cannot be shared, so it is not applied (fail open)."""
+    wait = await state.endpoint_rate.acquire(row["endpoint_id"], row["rate_limit"], row["id"])
+    return wait or 0.0
 
 
 async def _attempt(state: WorkerState, row: asyncpg.Record, start_by: float) -> Attempt | None:

@@ -21,10 +21,11 @@ from arq.worker import func
 from gateway import db
 from gateway.constants import DELIVER_JOB, QUEUE_NAME
 from gateway.queue import arq_pool, deserialize, serialize
+from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
 from workers import relay, sender
 from workers.delivery import deliver
-from workers.state import STATE, WorkerState
+from workers.state import RATE_WINDOW, STATE, WorkerState
 
 log = structlog.get_logger("leadgate.worker")
 
@@ -43,6 +44,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             settings.worker_concurrency, allow_private=settings.allow_private_destinations
         ),
         slots=asyncio.Semaphore(settings.worker_concurrency),
+        endpoint_rate=SlidingWindow(ctx["redis"], window=RATE_WINDOW, prefix="leadgate:rate:"),
     )
     ctx[STATE] = state
     ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
@@ -120,12 +122,16 @@ def run_worker(settings: Settings) -> None:
 
     configure_logging(settings.log_format, settings.log_level)
     install_uvloop()
+    asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> None:
+    # Built inside the running loop: arq binds a Worker (and its signal handlers) to the loop
+    # that exists when it is made.
     worker = build_worker(settings)
-    asyncio.run(_run(worker))
-
-
-async def _run(worker: Worker) -> None:
     try:
         await worker.async_run()
+    except asyncio.CancelledError:
+        pass  # SIGTERM or SIGINT: arq has let running jobs finish, up to job_completion_wait
     finally:
         await worker.close()

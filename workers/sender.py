@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.ssrf import DestinationRefused, GuardedResolver, refuse_literal
+from gateway.ssrf import DestinationRefused, GuardedResolver, RefusedAtConnect, refuse_literal
 
 # What of a response is kept on the attempt: its first kilobyte, as the contract says.
 RESPONSE_KEPT_BYTES = 1024
@@ -93,7 +93,7 @@ async def post(
     except DestinationRefused:
         return done(None, "refused_destination")
     except aiohttp.ClientConnectorError as e:
-        refused = "refused destination" in str(e)
+        refused = isinstance(e.os_error, RefusedAtConnect)
         return done(None, "refused_destination" if refused else "connection_error")
     except aiohttp.ClientError as e:
         return done(None, type(e).__name__)

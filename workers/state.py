@@ -9,10 +9,14 @@ import aiohttp
 import asyncpg
 from arq.connections import ArqRedis
 
+from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
 
 # The key under which the worker's state sits in arq's job context.
 STATE = "leadgate"
+# An endpoint's rate limit is per second; the window is a little longer, so that jitter on the
+# way to the receiver cannot squeeze one more request into any second it sees.
+RATE_WINDOW = 1.05
 
 
 @dataclass
@@ -23,6 +27,8 @@ class WorkerState:
     http: aiohttp.ClientSession
     # Attempts in flight in this process, across all its jobs.
     slots: asyncio.Semaphore
+    # Endpoints' `rate_limit` (per second), shared by every worker through Redis.
+    endpoint_rate: SlidingWindow
 
     @property
     def lease_seconds(self) -> float:
