@@ -183,8 +183,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def _rate_limit(request: web.Request, principal: Principal, scope: str) -> Verdict | None:
-    """429 past the key's limit; None when Redis is out of reach (the request goes through)."""
-    limit = principal.limit_for(scope, request.app[SETTINGS].rate_limit)
+    """429 past the key's limit; None when limits are off or Redis is out of reach."""
+    default = request.app[SETTINGS].rate_limit
+    if default == 0:
+        return None
+    limit = principal.limit_for(scope, default)
     verdict = await request.app[LIMITER].check(principal.key_id, scope, limit)
     if verdict is None:
         metrics.RATE_LIMIT_UNAVAILABLE.inc()

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         description="ISO country for phone numbers written without +country code.",
     )
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
-    rate_limit: int = Field(6000, ge=1, description="Requests per minute per API key.")
+    rate_limit: int = Field(
+        6000, ge=0, description="Requests per minute per API key; 0 turns rate limiting off."
+    )
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split_numbers)] = Field(
         DEFAULT_RETRY_SCHEDULE, description="Delay before each attempt, in seconds."

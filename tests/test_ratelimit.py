@@ -159,3 +159,13 @@ async def test_limit_holds_across_two_gateway_processes(
             proc.terminate()
         for proc in procs:
             proc.wait(10)
+
+
+async def test_a_limit_of_zero_turns_rate_limiting_off(
+    aiohttp_client: Any, settings: Settings, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    client = await aiohttp_client(create_app(settings.model_copy(update={"rate_limit": 0})))
+    statuses = [(await get(client, tenant)).status for _ in range(5)]
+    response = await get(client, tenant)
+    assert statuses == [200] * 5
+    assert "X-RateLimit-Limit" not in response.headers
