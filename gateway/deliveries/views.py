@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway import idempotency
-from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
+from gateway.appkeys import POOL, PRINCIPAL, REDIS
+from gateway.changes import run_change
 from gateway.db import Conn
 from gateway.deliveries import sql
 from gateway.deliveries.models import (
@@ -131,12 +131,11 @@ async def publish_event(request: web.Request) -> web.Response:
     deliver_at = spec.deliver_at
     if spec.delay is not None:
         deliver_at = now + timedelta(seconds=spec.delay)
-    due: list[str] = []
 
-    async def work(conn: Conn) -> web.Response:
+    async def change(tx: Tx) -> web.Response:
+        conn = tx.conn
         if spec.lead_id and not await conn.fetchval(sql.LEAD_EXISTS, spec.lead_id, who.tenant_id):
             raise NotFound(f"no lead with id {spec.lead_id!r}")
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
         event = Event(spec.type, spec.data, now, spec.lead_id, deliver_at)
         (event_id,) = await tx.emit(event)
         count = await conn.fetchval("SELECT count(*) FROM deliveries WHERE event_id = $1", event_id)
@@ -144,17 +143,7 @@ async def publish_event(request: web.Request) -> web.Response:
                 "deliver_at": deliver_at, "deliveries": count}  # fmt: skip
         return json_response({"data": data}, status=201)
 
-    key = idempotency.key_of(request)
-    response = await idempotency.run_once(
-        request.app[POOL],
-        who.tenant_id,
-        key,
-        idempotency.fingerprint(request, body) if key else b"",
-        request.app[SETTINGS].idempotency_ttl_seconds,
-        work,
-    )
-    await signal_due(request.app[REDIS], due)
-    return response
+    return await run_change(request, body, change)
 
 
 OPERATIONS = [

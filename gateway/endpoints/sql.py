@@ -48,3 +48,5 @@ UPDATE endpoints SET
 WHERE id = $1 AND tenant_id = $2
 RETURNING previous_secret_expires_at
 """
+
+DELIVERY_OF_EVENT = "SELECT id FROM deliveries WHERE event_id = $1"

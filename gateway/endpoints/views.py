@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
+from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.changes import run_change
 from gateway.endpoints import sql
 from gateway.endpoints.models import (
     EndpointCreatedResponse,
@@ -32,7 +33,6 @@ from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, read_body, validate
 from gateway.middleware import requires
 from gateway.openapi import Operation
-from gateway.queue import signal_due
 from gateway.signing import Signature, generate_secret
 
 TEST_EVENT = "endpoint.test"
@@ -160,16 +160,15 @@ async def send_test(request: web.Request) -> web.Response:
     row = await _endpoint(request)
     if not row["enabled"]:
         raise Conflict("the endpoint is disabled; enable it (PATCH enabled: true) to test it")
-    who = request[PRINCIPAL]
-    due: list[str] = []
-    now = datetime.now(UTC)
     data = {"endpoint_id": row["id"], "message": "A test event from Leadgate."}
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
-        (event_id,) = await tx.emit(Event(TEST_EVENT, data, now), only_endpoint=row["id"])
-        delivery_id = await conn.fetchval("SELECT id FROM deliveries WHERE event_id = $1", event_id)
-    await signal_due(request.app[REDIS], due)
-    return json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
+
+    async def change(tx: Tx) -> web.Response:
+        event = Event(TEST_EVENT, data, datetime.now(UTC))
+        (event_id,) = await tx.emit(event, only_endpoint=row["id"])
+        delivery_id = await tx.conn.fetchval(sql.DELIVERY_OF_EVENT, event_id)
+        return json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
+
+    return await run_change(request, b"", change, idempotent=False)
 
 
 _PATH = "/v1/endpoints/{endpoint_id}"

@@ -17,7 +17,8 @@ import asyncpg
 from aiohttp import web
 
 from gateway import jsonio
-from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
+from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.changes import run_change
 from gateway.constants import INBOUND_PREFIX
 from gateway.db import Conn
 from gateway.deliveries.sql import STOP_LEAD
@@ -37,7 +38,6 @@ from gateway.inbound.models import (
 from gateway.leads.normalize import InvalidValue, normalize_email, normalize_phone
 from gateway.middleware import requires
 from gateway.openapi import Operation
-from gateway.queue import signal_due
 from gateway.signing import BadSignature, check_secret, generate_secret, verify
 
 OPT_OUT_SUFFIX = ".opt_out"
@@ -147,32 +147,32 @@ async def receive(request: web.Request) -> web.Response:
         raise Unauthorized(f"signature check failed: {e}") from e
     event, raw, external_id, kind = _parse(request, body)
     who = request[PRINCIPAL]
-    due: list[str] = []
-    now = datetime.now(UTC)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        lead_id = await _link(
-            conn, who.tenant_id, event, request.app[SETTINGS].default_phone_region
-        )
+    region = request.app[SETTINGS].default_phone_region
+    name = source["name"]
+
+    async def change(tx: Tx) -> web.Response:
+        conn, now = tx.conn, datetime.now(UTC)
+        lead_id = await _link(conn, who.tenant_id, event, region)
+        text = body.decode("utf-8", errors="replace")
         stored_id = await conn.fetchval(
-            sql.STORE_EVENT, new_id(INBOUND_PREFIX), who.tenant_id, source["name"],
-            external_id, kind, lead_id, body.decode("utf-8", errors="replace"),
+            sql.STORE_EVENT, new_id(INBOUND_PREFIX), who.tenant_id, name, external_id, kind,
+            lead_id, text,
         )  # fmt: skip
         if stored_id is None:
-            first: Any = await conn.fetchrow(
-                sql.FIND_STORED, who.tenant_id, source["name"], external_id
-            )
+            first: Any = await conn.fetchrow(sql.FIND_STORED, who.tenant_id, name, external_id)
             data = {"id": first["id"], "type": first["type"], "lead_id": first["lead_id"],
                     "duplicate": True}  # fmt: skip
             return json_response({"data": data})
         if lead_id is not None and kind.endswith(OPT_OUT_SUFFIX):
             await conn.execute(sql.OPT_OUT, lead_id, who.tenant_id, now)
             await conn.execute(STOP_LEAD, lead_id, who.tenant_id)
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
-        payload = {"source": source["name"], "id": external_id, "lead_id": lead_id, "payload": raw}
+        payload = {"source": name, "id": external_id, "lead_id": lead_id, "payload": raw}
         await tx.emit(Event(kind, payload, now, lead_id))
-    await signal_due(request.app[REDIS], due)
-    data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}
-    return json_response({"data": data}, status=201)
+        data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}
+        return json_response({"data": data}, status=201)
+
+    # Deduplicated by the provider's event id, so an Idempotency-Key adds nothing here.
+    return await run_change(request, body, change, idempotent=False)
 
 
 _SOURCE = "/v1/sources/{source}"

@@ -13,7 +13,8 @@ import asyncpg
 from aiohttp import web
 
 from gateway import idempotency, jsonio, metrics
-from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
+from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.changes import run_change
 from gateway.db import Conn
 from gateway.deliveries.views import recent_deliveries
 from gateway.errors import ApiError, InvalidRequest, NotFound
@@ -42,7 +43,6 @@ from gateway.leads.models import (
 )
 from gateway.middleware import requires
 from gateway.openapi import Operation
-from gateway.queue import signal_due
 
 CUSTOM_FILTER_PREFIX = "custom."
 
@@ -59,28 +59,17 @@ def _ingest_response(result: IngestResult) -> web.Response:
 async def _run_postback(request: web.Request, fields: dict[str, Any], body: bytes) -> web.Response:
     postback = validate(PostbackIn, fields)
     who = request[PRINCIPAL]
-    settings = request.app[SETTINGS]
-    due: list[str] = []
+    region = request.app[SETTINGS].default_phone_region
 
-    async def work(conn: Conn) -> web.Response:
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
-        result = await ingest(tx, who, postback, settings.default_phone_region)
-        return _ingest_response(result)
+    async def change(tx: Tx) -> web.Response:
+        return _ingest_response(await ingest(tx, who, postback, region))
 
-    key = idempotency.key_of(request) if request.method == "POST" else None
-    response = await idempotency.run_once(
-        request.app[POOL],
-        who.tenant_id,
-        key,
-        idempotency.fingerprint(request, body) if key else b"",
-        settings.idempotency_ttl_seconds,
-        work,
-    )
+    # A GET postback is a pixel: it carries no Idempotency-Key; matching deduplicates it.
+    response = await run_change(request, body, change, idempotent=request.method == "POST")
     if response.headers.get(idempotency.REPLAYED_HEADER):
         metrics.INGEST.labels("replayed").inc()
     else:
         metrics.INGEST.labels("created" if response.status == 201 else "matched").inc()
-    await signal_due(request.app[REDIS], due)
     return response
 
 
@@ -208,11 +197,8 @@ async def patch_lead(request: web.Request) -> web.Response:
     if "stage" in sent and patch.stage is None:
         raise InvalidRequest("stage cannot be cleared", fields={"stage": "cannot be null"})
 
-    due: list[str] = []
-
-    async def work(conn: Conn) -> web.Response:
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
-        row = await conn.fetchrow(sql.LOCK_LEAD, lead_id, who.tenant_id)
+    async def change(tx: Tx) -> web.Response:
+        row = await tx.conn.fetchrow(sql.LOCK_LEAD, lead_id, who.tenant_id)
         if row is None:
             raise NotFound(f"no lead with id {lead_id!r}")
         current = lead_json(row)
@@ -229,19 +215,9 @@ async def patch_lead(request: web.Request) -> web.Response:
             forced = not who.pipeline.is_forward(current["stage"], target)
             move = StageMove(current["stage"], target, forced)
         await save_change(tx, current, merged, move, datetime.now(UTC))
-        return json_response(await _detail(conn, who, lead_id))
+        return json_response(await _detail(tx.conn, who, lead_id))
 
-    key = idempotency.key_of(request)
-    response = await idempotency.run_once(
-        request.app[POOL],
-        who.tenant_id,
-        key,
-        idempotency.fingerprint(request, body) if key else b"",
-        settings.idempotency_ttl_seconds,
-        work,
-    )
-    await signal_due(request.app[REDIS], due)
-    return response
+    return await run_change(request, body, change)
 
 
 @requires("manage")
@@ -250,17 +226,17 @@ async def delete_lead(request: web.Request) -> web.Response:
     who = request[PRINCIPAL]
     lead_id = request.match_info["lead_id"]
     now = datetime.now(UTC)
-    due: list[str] = []
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(sql.ERASE_LEAD, lead_id, who.tenant_id, now)
+
+    async def change(tx: Tx) -> web.Response:
+        row = await tx.conn.fetchrow(sql.ERASE_LEAD, lead_id, who.tenant_id, now)
         if row is None:
             raise NotFound(f"no lead with id {lead_id!r}")
         lead = lead_json(row)
-        await conn.execute(sql.ERASE_FROM_OUTBOX, lead_id, who.tenant_id)
-        tx = Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due)
+        await tx.conn.execute(sql.ERASE_FROM_OUTBOX, lead_id, who.tenant_id)
         await tx.emit(Event("lead.deleted", {**lead, "deleted": True}, now, lead_id))
-    await signal_due(request.app[REDIS], due)
-    return json_response({"id": lead_id, "deleted": True})
+        return json_response({"id": lead_id, "deleted": True})
+
+    return await run_change(request, b"", change, idempotent=False)
 
 
 _API_KEY_PARAMETER = {
