@@ -174,11 +174,9 @@ async def create_lead(
             tx.tenant_id,
             now,
             furthest,
+            tx.key_id,
             *(lead[c] for c in sql.WRITABLE),
         )
-    await tx.conn.execute(
-        sql.INSERT_STAGE_CHANGE, tx.tenant_id, lead["id"], None, stage, False, tx.key_id, now
-    )
     await tx.emit(Event("lead.created", lead, now, lead["id"]))
     return lead
 

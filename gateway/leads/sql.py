@@ -9,12 +9,15 @@ WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
 _COLS = ", ".join(WRITABLE)
 _SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at FROM leads"
 
-# $4: the furthest stage reached; then the writable columns.
+# A new lead and the first entry of its stage history, in one statement.
+# $4: the furthest stage reached; $5: the API key; then the writable columns.
 INSERT_LEAD = (
-    "INSERT INTO leads (id, tenant_id, created_at, updated_at, furthest_stage, "
+    "WITH lead AS (INSERT INTO leads (id, tenant_id, created_at, updated_at, furthest_stage, "
     f"{_COLS}) VALUES ($1, $2, $3, $3, $4, "
-    + ", ".join(f"${i}" for i in range(5, 5 + len(WRITABLE)))
-    + ")"
+    + ", ".join(f"${i}" for i in range(6, 6 + len(WRITABLE)))
+    + ") RETURNING id, tenant_id, stage, created_at) "
+    "INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at) "
+    "SELECT tenant_id, id, NULL, stage, false, $5, created_at FROM lead"
 )
 
 # $3: a stage the lead moved to; it becomes the furthest reached if it ranks higher in the
