@@ -43,6 +43,7 @@ log = structlog.get_logger("leadgate.http")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:\-]+$")
 SCOPE_ATTR = "leadgate_scope"
+CLIENT_CLOSED_REQUEST = 499
 
 # aiohttp's own HTTP errors, as the contract names them.
 _HTTP_ERRORS: dict[int, type[ApiError]] = {
@@ -118,6 +119,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         response = error_response(_as_api_error(e), request_id)
+    except ConnectionResetError:
+        # The client hung up before its request was read: nobody is left to read an answer.
+        # 499 (as nginx logs it) keeps the request line honest; nothing was changed.
+        response = web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         response = error_response(InternalError("an internal error occurred"), request_id)

@@ -18,7 +18,9 @@ from redis.exceptions import RedisError
 WINDOW_SECONDS = 60
 KEY_PREFIX = "leadgate:rl:"
 
-# Returns {allowed, remaining, retry_after_us, reset_us, now_us}.
+# Returns {allowed, remaining, retry_after_us, reset_us, now_us}. Times are microseconds in
+# doubles; an interval below their resolution (a limit of millions a minute) rounds to zero,
+# so the key always lives at least a millisecond.
 _GCRA = """
 local interval = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
@@ -31,7 +33,8 @@ local diff = new_tat - now
 if diff > period then
   return {0, 0, diff - period, tat - now, now}
 end
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil(diff / 1000))
+local ttl_ms = math.max(1, math.ceil(diff / 1000))
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
 return {1, math.floor((period - diff) / interval), 0, diff, now}
 """
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
 
 import structlog
 from aiohttp import web
@@ -29,10 +32,42 @@ def install_uvloop() -> None:
 
 
 def serve(settings: Settings, app: web.Application | None = None) -> None:
+    """Serve the gateway; with LEADGATE_PROCESSES > 1, as that many processes on one port."""
+    if settings.processes > 1 and app is None:
+        _serve_processes(settings)
+    else:
+        _serve_one(settings, app)
+
+
+def _serve_processes(settings: Settings) -> None:
+    """Each process runs its own app on the shared port (SO_REUSEPORT; the kernel spreads
+    connections); this parent passes SIGTERM/SIGINT on and waits for them all to finish."""
+    spawn = multiprocessing.get_context("spawn")
+    children = [
+        spawn.Process(target=_serve_one, args=(settings, None, True), name=f"leadgate-{i}")
+        for i in range(settings.processes)
+    ]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.pid is not None and child.is_alive():
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+
+
+def _serve_one(
+    settings: Settings, app: web.Application | None = None, reuse_port: bool = False
+) -> None:
     configure_logging(settings.log_format, settings.log_level)
     install_uvloop()
     log = structlog.get_logger("leadgate")
-    log.info("gateway_starting", host=settings.host, port=settings.port)
+    log.info("gateway_starting", host=settings.host, port=settings.port, pid=os.getpid())
     web.run_app(
         app if app is not None else create_app(settings),
         host=settings.host,
@@ -43,4 +78,5 @@ def serve(settings: Settings, app: web.Application | None = None) -> None:
         # Passed through the runner to each connection's request handler.
         max_line_size=MAX_REQUEST_LINE,
         max_field_size=MAX_HEADER_FIELD,
+        reuse_port=reuse_port,
     )

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    processes: int = Field(
+        1, ge=1, le=64, description="Gateway processes `leadgate serve` runs on the one port."
+    )
     data_dir: Path = Field(
         Path(".leadgate"), description="Where `leadgate dev` keeps its embedded servers' data."
     )

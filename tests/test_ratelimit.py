@@ -169,3 +169,14 @@ async def test_a_limit_of_zero_turns_rate_limiting_off(
     response = await get(client, tenant)
     assert statuses == [200] * 5
     assert "X-RateLimit-Limit" not in response.headers
+
+
+async def test_a_limit_too_high_to_reach_still_counts(
+    aiohttp_client: Any, settings: Settings, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    client = await aiohttp_client(
+        create_app(settings.model_copy(update={"rate_limit": 1_000_000_000}))
+    )
+    first, second = await get(client, tenant), await get(client, tenant)
+    assert first.headers["X-RateLimit-Limit"] == "1000000000"
+    assert int(second.headers["X-RateLimit-Remaining"]) >= 999_999_998
