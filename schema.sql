@@ -69,11 +69,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS leads_tenant_email
     ON leads (tenant_id, email) WHERE email IS NOT NULL;
 CREATE INDEX IF NOT EXISTS leads_tenant_phone
     ON leads (tenant_id, phone) WHERE phone IS NOT NULL;
--- Listing order (newest first) and the keyset cursor.
-CREATE INDEX IF NOT EXISTS leads_tenant_created
-    ON leads (tenant_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
-CREATE INDEX IF NOT EXISTS leads_tenant_updated
-    ON leads (tenant_id, updated_at) WHERE deleted_at IS NULL;
+-- Listing and analytics use leads_tenant_created_id, defined below with the columns it
+-- carries. No index covers updated_at: it changes on every update, and indexing it would make
+-- every update rewrite every index (no HOT updates).
 
 CREATE TABLE IF NOT EXISTS stage_history (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -100,7 +98,6 @@ CREATE TABLE IF NOT EXISTS events (
     -- A scheduled follow-up is delivered at this time rather than at once.
     deliver_at  timestamptz
 );
-CREATE INDEX IF NOT EXISTS events_tenant_created ON events (tenant_id, created_at);
 CREATE INDEX IF NOT EXISTS events_lead ON events (lead_id) WHERE lead_id IS NOT NULL;
 
 -- Idempotency keys: the first response to a key, stored in the same transaction as the change
@@ -221,9 +218,10 @@ CREATE INDEX IF NOT EXISTS inbound_events_lead ON inbound_events (lead_id) WHERE
 -- The furthest pipeline stage a lead has reached (a forced move back does not lower it): the
 -- funnel counts a lead at every stage up to this one.
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS furthest_stage text;
--- Analytics read leads by creation time (erased leads included) without touching the heap.
-CREATE INDEX IF NOT EXISTS leads_tenant_created_analytics
-    ON leads (tenant_id, created_at) INCLUDE (stage, furthest_stage, source, campaign);
+-- Listing order (newest first, then id, for the keyset cursor); analytics read leads by
+-- creation time (erased leads included) from it alone, without touching the heap.
+CREATE INDEX IF NOT EXISTS leads_tenant_created_id ON leads (tenant_id, created_at DESC, id DESC)
+    INCLUDE (stage, furthest_stage, source, campaign);
 ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
 CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
     ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);

@@ -2,7 +2,7 @@
 leads per day, and delivery success and latency — each computed in Postgres.
 
 Lead figures come from one pass over the range's leads (index-only on
-`leads_tenant_created_analytics`) with GROUPING SETS; erased leads count, since their stage and
+`leads_tenant_created_id`) with GROUPING SETS; erased leads count, since their stage and
 attribution are kept. The funnel counts a lead at every pipeline stage up to the furthest it
 reached, so a lead now `lost` after reaching `qualified` still counts through `qualified`.
 """

@@ -12,12 +12,13 @@ from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
-from gateway.appkeys import LIMITER, OUTBOX, POOL, REDIS, SETTINGS
+from gateway.appkeys import KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.inbound.views import OPERATIONS as INBOUND_OPERATIONS
+from gateway.keys import KeyCache
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.metrics import metrics_view
 from gateway.middleware import authenticate, observe
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
+    app[KEYS] = KeyCache(settings.auth_cache_seconds)
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)

@@ -7,7 +7,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from gateway.events import Outbox
-from gateway.keys import Principal
+from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
 
@@ -16,6 +16,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
 LIMITER = web.AppKey("limiter", RateLimiter)
+KEYS = web.AppKey("keys", KeyCache)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -77,12 +78,42 @@ async def create_key(conn: Conn, tenant_id: str, scopes: list[str]) -> tuple[asy
     return row, key
 
 
-async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Principal | None:
+class KeyCache:
+    """Who a key is, remembered for a few seconds, so a busy key costs no query per request.
+
+    Only valid keys are kept; a revoked key (or a tenant's changed pipeline) is seen within
+    `ttl` seconds. `ttl=0` turns it off. Bounded: past `max_size` keys it starts afresh.
+    """
+
+    def __init__(self, ttl: float, max_size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, digest: bytes, principal: Principal) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_size:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+
+async def authenticate(
+    conn: Conn | asyncpg.Pool, key: str, cache: KeyCache | None = None
+) -> Principal | None:
     digest = hash_key(key)
+    if cache is not None and (known := cache.get(digest)) is not None:
+        return known
     row = await conn.fetchrow(AUTHENTICATE, digest)
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    return Principal(
+    principal = Principal(
         key_id=row["key_id"],
         tenant_id=row["tenant_id"],
         scopes=frozenset(row["scopes"]),
@@ -91,3 +122,6 @@ async def authenticate(conn: Conn | asyncpg.Pool, key: str) -> Principal | None:
         rate_limit=row["rate_limit"],
         scope_rate_limits=row["scope_rate_limits"],
     )
+    if cache is not None:
+        cache.put(digest, principal)
+    return principal

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         description="ISO country for phone numbers written without +country code.",
     )
     idempotency_ttl_seconds: int = Field(86_400, ge=60)
+    auth_cache_seconds: float = Field(
+        2.0, ge=0, le=60, description="How long a gateway remembers a valid key; 0: not at all."
+    )
     rate_limit: int = Field(
         6000, ge=0, description="Requests per minute per API key; 0 turns rate limiting off."
     )

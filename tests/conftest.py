@@ -62,8 +62,13 @@ def servers() -> Iterator[Servers]:
 
 @pytest.fixture
 def settings(servers: Servers) -> Settings:
+    # Keys are looked up on every request, so a test sees a revocation or a tenant change at
+    # once; tests/test_keys.py proves the cache itself.
     return Settings(
-        database_url=servers.database_url, redis_url=servers.redis_url, log_format="json"
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        log_format="json",
+        auth_cache_seconds=0,
     )
 
 
