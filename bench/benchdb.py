@@ -8,6 +8,8 @@ measurement, tell how many transactions were committed and how many WAL flushes 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 import redis
@@ -52,6 +54,54 @@ def durability_settings(dsn: str) -> dict[str, str]:
     names = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes")
     with psycopg.connect(maintenance_dsn(dsn), autocommit=True, connect_timeout=10) as conn:
         return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in names}  # type: ignore[index]
+
+
+def analyze(dsn: str) -> None:
+    """Refresh the planner's statistics of every table in the bench database.
+
+    A run starts from empty tables and lasts less than autovacuum's first visit, so without
+    this the planner would keep planning for empty tables while they fill up.
+    """
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute("ANALYZE")
+
+
+def server_pids(dsn: str) -> set[int]:
+    """The Postgres processes working for the bench database, and the shared helpers.
+
+    That is the sessions connected to it plus the background processes (WAL writer,
+    checkpointer, autovacuum...), but not the sessions of other databases on the same server.
+    """
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE (datname = current_database() OR datname IS NULL)"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def postmaster_pid(dsn: str) -> int | None:
+    """The PID of the server's postmaster, if it runs on this machine (else None)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    try:
+        stat = Path(f"/proc/{int(row[0])}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def redis_pid(url: str) -> int | None:
+    """The PID of the Redis server, if it runs on this machine (else None)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        info = cast(dict[str, Any], client.info("server"))
+        pid = int(info["process_id"])
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}").exists() else None
 
 
 def flush_redis(url: str) -> None:

@@ -2,7 +2,7 @@
 
 Every server runs in its own session (process group), so stopping it reaches its workers too:
 SIGTERM to the group, then SIGKILL after a grace period. CPU use is read from /proc, per
-process group or per command name, so a run can say where the machine's time went.
+process group or per process family, so a run can say where the machine's time went.
 """
 
 from __future__ import annotations
@@ -131,38 +131,57 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _pids() -> list[int]:
     return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
-def cpu_by_group(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group."""
-    total = 0
+def _ticks(fields: list[str]) -> int:
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_by_group(pgid: int) -> dict[int, int]:
+    """CPU clock ticks (user + system) used so far by each live process of a process group."""
+    ticks = {}
     for pid in _pids():
         fields = _stat_fields(pid)
         # After the name: state(0) ppid(1) pgrp(2) session(3) ... utime(11) stime(12)
         if fields is not None and int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+            ticks[pid] = _ticks(fields)
+    return ticks
 
 
-def cpu_by_name(name: str) -> float:
-    """CPU seconds (user + system) used so far by the live processes called `name`."""
-    total = 0
+def cpu_of_family(parent: int | None) -> dict[int, int]:
+    """CPU clock ticks used so far by a process and each of its live direct children.
+
+    A Postgres server is its postmaster and the backends and helpers it forks. None (a
+    server not on this machine) gives nothing.
+    """
+    ticks: dict[int, int] = {}
+    if parent is None:
+        return ticks
     for pid in _pids():
-        if _comm(pid) != name:
-            continue
+        fields = _stat_fields(pid)
+        if fields is not None and (pid == parent or int(fields[1]) == parent):
+            ticks[pid] = _ticks(fields)
+    return ticks
+
+
+def cpu_of_pids(pids: set[int]) -> dict[int, int]:
+    """CPU clock ticks used so far by each of these processes that is still alive."""
+    ticks = {}
+    for pid in pids:
         fields = _stat_fields(pid)
         if fields is not None:
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+            ticks[pid] = _ticks(fields)
+    return ticks
+
+
+def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds the processes alive at `after` used since `before` (new ones: all of it).
+
+    Processes that exited in between are left out rather than subtracted.
+    """
+    return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLOCK_TICKS
 
 
 def machine_busy() -> tuple[float, float]:

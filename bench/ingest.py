@@ -51,6 +51,9 @@ SCENARIOS = (
     "sync-flask-psycopg-matched",
 )
 CEILING = "bare-aiohttp"
+# CPU (in cores) outside the measured processes above which a scenario's figures are suspect;
+# the kernel's loopback networking alone stays well below it.
+OTHER_CPU_WARNING = 0.3
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Options:
     scenarios: tuple[str, ...]
     out_dir: Path
     leadgate: Path
+    analyze: bool
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,9 @@ class Snapshot:
     """Cumulative resource counters at one instant."""
 
     at: float
-    server_cpu: float
-    postgres_cpu: float
-    redis_cpu: float
+    server_cpu: dict[int, int]
+    postgres_cpu: dict[int, int]
+    redis_cpu: dict[int, int]
     busy: float
     total: float
     iowait: float
@@ -146,6 +150,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=Path(sys.executable).parent / "leadgate",
         help="the leadgate console script",
     )
+    parser.add_argument(
+        "--no-analyze",
+        dest="analyze",
+        action="store_false",
+        help="skip ANALYZE after the warm-up (ANALYZE runs: %(default)s)",
+    )
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.only.split(",") if s.strip())
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -154,17 +164,18 @@ def parse_args(argv: list[str] | None = None) -> Options:
     if args.duration < 1 or args.warmup < 0 or args.connections < args.threads:
         parser.error("need --duration >= 1, --warmup >= 0 and --connections >= --threads")
     return Options(
-        args.duration,
-        args.warmup,
-        args.connections,
-        args.threads,
-        args.database_url,
-        args.redis_url,
-        args.pool,
-        args.gunicorn_workers,
-        scenarios,
-        args.out_dir,
-        args.leadgate,
+        duration=args.duration,
+        warmup=args.warmup,
+        connections=args.connections,
+        threads=args.threads,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        pool=args.pool,
+        gunicorn_workers=args.gunicorn_workers,
+        scenarios=scenarios,
+        out_dir=args.out_dir,
+        leadgate=args.leadgate,
+        analyze=args.analyze,
     )
 
 
@@ -208,13 +219,28 @@ def server_spec(scenario: str, port: int, opts: Options, api_key: str) -> Server
     return ServerSpec(lg.serve_argv(), lg.env(port))
 
 
-def snapshot(pgid: int, database_url: str) -> Snapshot:
+@dataclass(frozen=True)
+class Services:
+    """The PIDs of the shared servers whose CPU use a run accounts (None: not local)."""
+
+    postgres: int | None
+    redis: int | None
+
+
+def postgres_cpu(postmaster: int | None, database_url: str) -> dict[int, int]:
+    """CPU ticks of the postmaster, the bench database's sessions and the shared helpers."""
+    if postmaster is None:
+        return {}
+    return children.cpu_of_pids({postmaster} | benchdb.server_pids(database_url))
+
+
+def snapshot(pgid: int, services: Services, database_url: str) -> Snapshot:
     busy, total = children.machine_busy()
     return Snapshot(
         at=time.monotonic(),
         server_cpu=children.cpu_by_group(pgid),
-        postgres_cpu=children.cpu_by_name("postgres"),
-        redis_cpu=children.cpu_by_name("redis-server"),
+        postgres_cpu=postgres_cpu(services.postgres, database_url),
+        redis_cpu=children.cpu_of_family(services.redis),
         busy=busy,
         total=total,
         iowait=children.iowait_seconds(),
@@ -227,12 +253,18 @@ def usage_between(a: Snapshot, b: Snapshot, wrk_cpu: float, requests: int) -> di
     wall = b.at - a.at
     commits = b.pg.xact_commit - a.pg.xact_commit
     syncs = b.pg.wal_sync - a.pg.wal_sync
+    cores = {
+        "server_cores": children.cpu_seconds_between(a.server_cpu, b.server_cpu) / wall,
+        "postgres_cores": children.cpu_seconds_between(a.postgres_cpu, b.postgres_cpu) / wall,
+        "redis_cores": children.cpu_seconds_between(a.redis_cpu, b.redis_cpu) / wall,
+        "wrk_cores": wrk_cpu / wall,
+    }
+    busy_cores = (b.busy - a.busy) / wall
     return {
         "wall_s": wall,
-        "server_cores": (b.server_cpu - a.server_cpu) / wall,
-        "postgres_cores": (b.postgres_cpu - a.postgres_cpu) / wall,
-        "redis_cores": (b.redis_cpu - a.redis_cpu) / wall,
-        "wrk_cores": wrk_cpu / wall,
+        **cores,
+        # Everything else: other processes, kernel threads, this driver.
+        "other_cores": max(busy_cores - sum(cores.values()), 0.0),
         "machine_busy_pct": 100 * (b.busy - a.busy) / max(b.total - a.total, 1e-9),
         "iowait_cores": (b.iowait - a.iowait) / wall,
         "commits_per_s": commits / wall,
@@ -242,8 +274,18 @@ def usage_between(a: Snapshot, b: Snapshot, wrk_cpu: float, requests: int) -> di
     }
 
 
-def measure(scenario: str, server: children.Server, opts: Options, api_key: str) -> Outcome:
+@dataclass(frozen=True)
+class Run:
+    """What every scenario of a run shares."""
+
+    opts: Options
+    api_key: str
+    services: Services
+
+
+def measure(scenario: str, server: children.Server, run: Run) -> Outcome:
     """Warm up, then run wrk for the measured duration while sampling resource use."""
+    opts, api_key = run.opts, run.api_key
     mode = "matched" if scenario.endswith("matched") else "new"
     load = wrkload.Load(opts.threads, opts.connections, opts.duration)
     run_id = uuid.uuid4().hex[:8]
@@ -252,16 +294,19 @@ def measure(scenario: str, server: children.Server, opts: Options, api_key: str)
         mix = wrkload.LeadMix(api_key, f"w{run_id}", mode, opts.pool)
         w = wrkload.run_wrk(server.base_url, warm, mix, opts.out_dir / f"{scenario}.warmup.txt")
         say(f"  warm-up: {w.requests} requests, statuses {w.statuses}")
+    if opts.analyze:
+        benchdb.analyze(opts.database_url)
     mix = wrkload.LeadMix(api_key, f"r{run_id}", mode, opts.pool)
-    before = snapshot(server.pgid, opts.database_url)
+    before = snapshot(server.pgid, run.services, opts.database_url)
     result = wrkload.run_wrk(server.base_url, load, mix, opts.out_dir / f"{scenario}.wrk.txt")
-    after = snapshot(server.pgid, opts.database_url)
+    after = snapshot(server.pgid, run.services, opts.database_url)
     return Outcome(
         scenario, result, usage_between(before, after, result.wrk_cpu_s, result.requests)
     )
 
 
-def run_scenario(scenario: str, opts: Options, api_key: str) -> Outcome:
+def run_scenario(scenario: str, run: Run) -> Outcome:
+    opts, api_key = run.opts, run.api_key
     port = children.free_port()
     spec = server_spec(scenario, port, opts, api_key)
     base_url = f"http://127.0.0.1:{port}"
@@ -271,11 +316,11 @@ def run_scenario(scenario: str, opts: Options, api_key: str) -> Outcome:
         if scenario.endswith("matched"):
             seeded = leadgate_admin.seed_pool(base_url, api_key, opts.pool)
             say(f"  seeded {opts.pool} leads: statuses {seeded}")
-        outcome = measure(scenario, server, opts, api_key)
-    r = outcome.result
+        outcome = measure(scenario, server, run)
+    r, u = outcome.result, outcome.usage
     say(
         f"  measured: {r.requests} requests in {r.duration_s:.1f}s, statuses {r.statuses}, "
-        f"socket errors {r.socket_errors}"
+        f"socket errors {r.socket_errors}; machine {u['machine_busy_pct']:.0f}% busy"
     )
     return outcome
 
@@ -313,7 +358,8 @@ def table(outcomes: list[Outcome]) -> str:
         "server cpu",
         "pg cpu",
         "wrk cpu",
-        "commits/s",
+        "other cpu",
+        "xact/s",
     ]
     rows = [header]
     for o in outcomes:
@@ -331,6 +377,7 @@ def table(outcomes: list[Outcome]) -> str:
                 f"{u['server_cores']:.2f}",
                 f"{u['postgres_cores']:.2f}",
                 f"{u['wrk_cores']:.2f}",
+                f"{u['other_cores']:.2f}",
                 f"{u['commits_per_s']:,.0f}",
             ]
         )
@@ -338,6 +385,17 @@ def table(outcomes: list[Outcome]) -> str:
     lines = [fmt_row(row, widths) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def disturbance_warning(outcomes: list[Outcome]) -> str | None:
+    """A warning naming the scenarios during which something else used much CPU."""
+    busy = [o.scenario for o in outcomes if o.usage["other_cores"] > OTHER_CPU_WARNING]
+    if not busy:
+        return None
+    return (
+        f"warning: more than {OTHER_CPU_WARNING:.2f} cores went to other processes during "
+        f"{', '.join(busy)}; those figures are disturbed, run again on a quiet machine"
+    )
 
 
 def say(message: str) -> None:
@@ -361,8 +419,12 @@ def save(outcomes: list[Outcome], opts: Options, settings: dict[str, str]) -> Pa
 
 def run_all(opts: Options, on_result: Callable[[Outcome], None]) -> None:
     api_key = prepare(opts)
+    services = Services(
+        benchdb.postmaster_pid(opts.database_url), benchdb.redis_pid(opts.redis_url)
+    )
+    run = Run(opts, api_key, services)
     for scenario in opts.scenarios:
-        on_result(run_scenario(scenario, opts, api_key))
+        on_result(run_scenario(scenario, run))
 
 
 @contextlib.contextmanager
@@ -401,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if outcomes:
             say("\n" + table(outcomes))
+            if warning := disturbance_warning(outcomes):
+                say(warning)
             say(f"\nraw output, logs and results.json in {save(outcomes, opts, settings).parent}")
     return 0
 
