@@ -25,7 +25,6 @@ from gateway.constants import SCOPES
 from gateway.keys import LIST_KEYS, REVOKE_KEY, create_key
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.tenants import (
-    FIND_TENANT_BY_NAME,
     LIST_TENANTS,
     create_tenant,
     parse_stage_list,
@@ -461,8 +460,82 @@ async def endpoints_list(conn: asyncpg.Connection, tenant_id: str, as_json: bool
     Console().print(table)
 
 
-async def find_or_create_tenant(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
-    return await conn.fetchrow(FIND_TENANT_BY_NAME, name) or await create_tenant(conn, name)
+@main.group()
+def sources() -> None:
+    """Register inbound sources (providers posting to /v1/inbound/NAME)."""
+
+
+@sources.command("add")
+@click.option("--tenant", "tenant_id", required=True)
+@click.argument("name")
+@click.option(
+    "--scheme", type=click.Choice(["standard", "hmac-sha256-hex"]), default="standard",
+    show_default=True,
+)  # fmt: skip
+@click.option("--header", help="hmac-sha256-hex: the header carrying the signature.")
+@click.option("--prefix", default="", help="hmac-sha256-hex: text before the hex, e.g. sha256=.")
+@click.option("--secret", help="The provider's secret (a whsec_… one is generated otherwise).")
+@click.option("--tolerance", type=click.IntRange(1, 86_400), default=300, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the source and its secret.")
+@with_connection
+async def sources_add(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    name: str,
+    scheme: str,
+    header: str | None,
+    prefix: str,
+    secret: str | None,
+    tolerance: int,
+    as_json: bool,
+) -> None:
+    from pydantic import ValidationError
+
+    from gateway.errors import ApiError
+    from gateway.inbound.models import SourceIn
+    from gateway.inbound.views import add_source
+
+    signature: dict[str, Any] = {"scheme": scheme}
+    if scheme != "standard":
+        signature.update(header=header, prefix=prefix)
+    try:
+        spec = SourceIn.model_validate(
+            {"name": name, "secret": secret, "signature": signature,
+             "tolerance_seconds": tolerance}
+        )  # fmt: skip
+        source = await add_source(conn, tenant_id, spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise click.BadParameter(first["msg"], param_hint=".".join(map(str, first["loc"]))) from e
+    except ApiError as e:
+        raise click.ClickException(e.message) from e
+    except asyncpg.ForeignKeyViolationError as e:
+        raise click.ClickException(f"no tenant {tenant_id}") from e
+    if as_json:
+        emit_json(source)
+    else:
+        console.print(f"added source [bold]{name}[/bold]: POST /v1/inbound/{name}")
+        console.print("its signing secret (shown only now):")
+        click.echo(source["secret"])
+
+
+@sources.command("list")
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_connection
+async def sources_list(conn: asyncpg.Connection, tenant_id: str, as_json: bool) -> None:
+    from gateway.inbound.sql import LIST_SOURCES
+    from gateway.inbound.views import source_json
+
+    rows = [source_json(r) for r in await conn.fetch(LIST_SOURCES, tenant_id)]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("name", "scheme", "tolerance s", "created")
+    for r in rows:
+        table.add_row(r["name"], r["signature"]["scheme"], str(r["tolerance_seconds"]),
+                      r["created_at"].isoformat(timespec="seconds"))  # fmt: skip
+    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

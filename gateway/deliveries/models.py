@@ -75,7 +75,10 @@ class DeliveryResponse(BaseModel):
 class Replay(BaseModel):
     """Send again an endpoint's deliveries created since a time, in the given states."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"since": "2026-11-20T00:00:00Z", "state": "failed"}]},
+    )
 
     since: Moment
     state: State | list[State] = Field("failed", description="One state or several.")

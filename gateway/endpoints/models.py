@@ -75,7 +75,10 @@ class EndpointIn(EndpointFields):
 class EndpointPatch(BaseModel):
     """Change an endpoint; enabling it again clears its failure record."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"enabled": True}, {"event_types": ["lead.created"]}]},
+    )
 
     url: Url | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
@@ -95,7 +98,11 @@ class EndpointPatch(BaseModel):
 
 
 class RotateSecret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A new signing secret (generated unless given); the old one signs too for the grace."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"grace_seconds": 3600}]}
+    )
 
     secret: Annotated[str, StringConstraints(min_length=8, max_length=500)] | None = None
     grace_seconds: int = Field(86_400, ge=0, le=7 * 86_400)

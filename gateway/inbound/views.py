@@ -47,17 +47,16 @@ def source_json(row: asyncpg.Record) -> dict[str, Any]:
     return {k: row[k] for k in ("name", "signature", "tolerance_seconds", "created_at")}
 
 
-@requires("manage")
-async def create_source(request: web.Request) -> web.Response:
-    spec = validate(SourceIn, await body_fields(request, await read_body(request)))
+async def add_source(conn: Conn | asyncpg.Pool, tenant_id: str, spec: SourceIn) -> dict[str, Any]:
+    """Register a source (API and CLI); its secret is returned here and never again."""
     secret = spec.secret or generate_secret()
     try:
         check_secret(secret, spec.signature)
     except ValueError as e:
         raise InvalidRequest(f"secret: {e}", fields={"secret": str(e)}) from e
-    row = await request.app[POOL].fetchrow(
+    row = await conn.fetchrow(
         sql.CREATE_SOURCE,
-        request[PRINCIPAL].tenant_id,
+        tenant_id,
         spec.name,
         secret,
         spec.signature.stored(),
@@ -65,7 +64,14 @@ async def create_source(request: web.Request) -> web.Response:
     )
     if row is None:
         raise Conflict(f"a source named {spec.name!r} exists", fields={"name": "taken"})
-    return json_response({"data": {**source_json(row), "secret": secret}}, status=201)
+    return {**source_json(row), "secret": secret}
+
+
+@requires("manage")
+async def create_source(request: web.Request) -> web.Response:
+    spec = validate(SourceIn, await body_fields(request, await read_body(request)))
+    source = await add_source(request.app[POOL], request[PRINCIPAL].tenant_id, spec)
+    return json_response({"data": source}, status=201)
 
 
 @requires("read")

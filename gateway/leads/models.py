@@ -109,7 +109,11 @@ class PostbackIn(LeadFields):
 class LeadPatch(LeadFields):
     """A manual change: any stage may be set; `null` clears a field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"stage": "qualified", "company": None,
+                                         "custom_data": {"budget": "50k"}}]},
+    )  # fmt: skip
 
 
 class LeadListQuery(BaseModel):

@@ -301,3 +301,51 @@ async def test_duplicate_source_name_is_409(client: Client, tenant: Tenant) -> N
     await add_source(client, tenant)
     again = await client.post("/v1/sources", json={"name": "sms"}, headers=tenant.headers)
     assert again.status == 409
+
+
+async def test_cli_registers_a_hex_source_and_lists_it_without_its_secret(
+    client: Client, tenant: Tenant, servers: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    env = {"LEADGATE_DATABASE_URL": servers.database_url}
+    runner = CliRunner()
+    added = await asyncio.to_thread(
+        runner.invoke, main,
+        ["sources", "add", "--tenant", tenant.id, "crm", "--scheme", "hmac-sha256-hex",
+         "--header", "X-Sig", "--prefix", "sha256=", "--secret", "shared-secret", "--json"],
+        env=env,
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    source = orjson.loads(added.output)
+    assert source["secret"] == "shared-secret"
+    assert source["signature"] == {"scheme": "hmac-sha256-hex", "header": "X-Sig",
+                                   "prefix": "sha256="}  # fmt: skip
+    listed = await asyncio.to_thread(
+        runner.invoke, main, ["sources", "list", "--tenant", tenant.id, "--json"], env=env
+    )
+    assert [s["name"] for s in orjson.loads(listed.output)] == ["crm"]
+    assert "shared-secret" not in listed.output
+    body = b'{"id":"c-1","type":"customer.reply"}'
+    digest = hmac.new(b"shared-secret", body, hashlib.sha256).hexdigest()
+    response = await client.post(
+        "/v1/inbound/crm", data=body,
+        headers={**tenant.headers, "X-Sig": f"sha256={digest}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status == 201
+
+
+async def test_cli_refuses_a_hex_source_without_a_header(tenant: Tenant, servers: Any) -> None:
+    from click.testing import CliRunner
+
+    from gateway.cli import main
+
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main,
+        ["sources", "add", "--tenant", tenant.id, "crm", "--scheme", "hmac-sha256-hex"],
+        env={"LEADGATE_DATABASE_URL": servers.database_url},
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "header" in result.output
