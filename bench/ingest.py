@@ -10,8 +10,11 @@ the server. Scenarios run one after the other, never together:
   sync-flask-psycopg          Flask + psycopg 3 under gunicorn sync workers, new leads
   sync-flask-psycopg-matched  the same on a pool of existing leads
 
-The bench database is dropped and created again at the start, so every run starts clean.
-Commits stay durable: nothing here changes fsync or synchronous_commit.
+The bench database is dropped and created again at the start, so every run starts clean,
+and analyzed after each warm-up. Commits stay durable: nothing here changes fsync or
+synchronous_commit. The table at the end gives throughput, latency, non-2xx answers, socket
+errors and where the CPU went; warnings follow it when other processes took CPU during a
+scenario or Leadgate logged warnings or errors.
 
 Usage (from the repository root):
   .venv/bin/python bench/ingest.py [--duration 10] [--connections 64]
@@ -28,7 +31,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -103,6 +106,8 @@ class Outcome:
     scenario: str
     result: wrkload.WrkResult
     usage: dict[str, float]
+    # Warning and error events in the server's log, by "level: event" (Leadgate only).
+    log_complaints: dict[str, int] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -322,6 +327,11 @@ def run_scenario(scenario: str, run: Run) -> Outcome:
         f"  measured: {r.requests} requests in {r.duration_s:.1f}s, statuses {r.statuses}, "
         f"socket errors {r.socket_errors}; machine {u['machine_busy_pct']:.0f}% busy"
     )
+    if scenario.startswith("leadgate"):
+        complaints = leadgate_admin.log_complaints(log_path)
+        outcome.log_complaints = complaints
+        if complaints:
+            say(f"  WARNING: Leadgate logged {complaints} (see {log_path})")
     return outcome
 
 
@@ -398,6 +408,14 @@ def disturbance_warning(outcomes: list[Outcome]) -> str | None:
     )
 
 
+def complaint_warning(outcomes: list[Outcome]) -> str | None:
+    """A warning naming the scenarios whose server logged warnings or errors."""
+    noisy = [f"{o.scenario} {o.log_complaints}" for o in outcomes if o.log_complaints]
+    if not noisy:
+        return None
+    return "warning: the server logged warnings or errors during " + "; ".join(noisy)
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -409,7 +427,13 @@ def save(outcomes: list[Outcome], opts: Options, settings: dict[str, str]) -> Pa
         "nproc": os.cpu_count(),
         "postgres": settings,
         "scenarios": [
-            {"scenario": o.scenario, "rps": o.result.rps, **asdict(o.result), "usage": o.usage}
+            {
+                "scenario": o.scenario,
+                "rps": o.result.rps,
+                **asdict(o.result),
+                "usage": o.usage,
+                "log_complaints": o.log_complaints,
+            }
             for o in outcomes
         ],
     }
@@ -463,8 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if outcomes:
             say("\n" + table(outcomes))
-            if warning := disturbance_warning(outcomes):
-                say(warning)
+            for warning in (disturbance_warning(outcomes), complaint_warning(outcomes)):
+                if warning:
+                    say(warning)
             say(f"\nraw output, logs and results.json in {save(outcomes, opts, settings).parent}")
     return 0
 

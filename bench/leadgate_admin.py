@@ -127,3 +127,28 @@ def seed_pool(base_url: str, api_key: str, count: int) -> dict[int, int]:
     if created != count:
         raise AdminFailed(f"seeding {count} leads at {base_url} answered {statuses}")
     return statuses
+
+
+def log_complaints(log_path: Path) -> dict[str, int]:
+    """Count the warning and error events of a JSON log, by "level: event".
+
+    A gateway that fails open (a rate limiter that cannot reach Redis, say) still answers
+    2xx; its log is where that shows.
+    """
+    counts: dict[str, int] = {}
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        level = str(record.get("level", ""))
+        if level in ("warning", "error", "critical"):
+            name = f"{level}: {record.get('event', '?')}"
+            counts[name] = counts.get(name, 0) + 1
+    return counts
