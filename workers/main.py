@@ -110,7 +110,8 @@ async def _stop_in_loop(worker: Worker, task: asyncio.Task[None], *, drain: floa
             # it); ask until it has stopped, then let the jobs it started finish.
             while not task.done():
                 task.cancel()
-                await asyncio.wait({task}, timeout=0.5)
+                # Long enough for a cancelled Redis pipeline to reset before any second cancel.
+                await asyncio.wait({task}, timeout=2.0)
             if running := [job for job in worker.tasks.values() if not job.done()]:
                 await asyncio.wait(running)
     await worker.close()  # cancels what is still running, then runs on_shutdown
