@@ -15,6 +15,23 @@ import requests
 from gateway.embedded import free_port
 from tests.conftest import Servers
 
+STARTUP = 30.0
+
+
+def serving_children(parent: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The gateway processes (spawn's resource tracker is a child too, and is left out)."""
+    return [
+        p for p in psutil.Process(parent.pid).children()
+        if any("spawn_main" in part for part in p.cmdline())
+    ]  # fmt: skip
+
+
+def listeners(port: int) -> set[int]:
+    return {
+        c.pid for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid
+    }  # fmt: skip
+
 
 def test_several_processes_share_the_port_and_stop_on_sigterm(servers: Servers, conn: Any) -> None:
     port = free_port()
@@ -25,31 +42,25 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(servers: Servers, 
     parent = subprocess.Popen(
         [leadgate, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+    started: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 30
-        servers_up: list[psutil.Process] = []
-        while time.monotonic() < deadline and len(servers_up) < 2:
-            # spawn's resource tracker is a child too; the servers run spawn_main.
-            servers_up = [
-                p for p in psutil.Process(parent.pid).children()
-                if any("spawn_main" in part for part in p.cmdline())
-            ]  # fmt: skip
-            time.sleep(0.1)
-        assert len(servers_up) == 2
+        deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        listening = {
-            c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-            and c.status == psutil.CONN_LISTEN
-        }  # fmt: skip
-        assert listening == {p.pid for p in servers_up}
+            started = serving_children(parent)
+            if len(started) == 2 and listeners(port) == {p.pid for p in started}:
+                break
+            time.sleep(0.1)
+        assert len(started) == 2
+        assert listeners(port) == {p.pid for p in started}
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(40) == 0
-        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers_up)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started)
     finally:
+        # Whatever happened above, nothing this test started outlives it.
+        for child in started:
+            if child.is_running():
+                child.kill()
         if parent.poll() is None:
             parent.kill()
+        parent.wait(10)
