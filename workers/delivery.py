@@ -14,7 +14,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -225,26 +225,42 @@ async def _record(state: WorkerState, outcomes: list[Outcome]) -> None:
     )
 
 
-async def _update_endpoints(state: WorkerState, outcomes: list[Outcome]) -> None:
-    settings = state.settings
-    failures: dict[str, int] = defaultdict(int)
-    succeeded: set[str] = set()
-    gone: set[str] = set()
+@dataclass
+class _Health:
+    """What one batch's attempts say about each endpoint."""
+
+    to_clear: set[str] = field(default_factory=set)  # succeeded, with failures on record
+    healthy: set[str] = field(default_factory=set)  # succeeded at least once
+    failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    gone: set[str] = field(default_factory=set)  # answered 410
+
+
+def _tally(outcomes: list[Outcome]) -> _Health:
+    health = _Health()
     for o in outcomes:
         if o.attempt is None:
             continue
         endpoint = o.row["endpoint_id"]
         if o.attempt.ok:
-            succeeded.add(endpoint)
+            health.healthy.add(endpoint)
+            # Only an endpoint with failures on record has anything for a success to clear.
+            if o.row["consecutive_failures"] or o.row["failing_since"] is not None:
+                health.to_clear.add(endpoint)
         elif o.attempt.status == 410:
-            gone.add(endpoint)
+            health.gone.add(endpoint)
         else:
-            failures[endpoint] += 1
+            health.failures[endpoint] += 1
+    return health
+
+
+async def _update_endpoints(state: WorkerState, outcomes: list[Outcome]) -> None:
+    settings = state.settings
+    health = _tally(outcomes)
     ids_here = [o.row["id"] for o in outcomes]
-    for endpoint in succeeded:
+    for endpoint in health.to_clear:
         await state.pool.execute(sql.ENDPOINT_SUCCEEDED, endpoint)
-    for endpoint, count in failures.items():
-        if endpoint in succeeded:
+    for endpoint, count in health.failures.items():
+        if endpoint in health.healthy:
             continue
         row = await state.pool.fetchrow(
             sql.ENDPOINT_FAILED,
@@ -256,7 +272,7 @@ async def _update_endpoints(state: WorkerState, outcomes: list[Outcome]) -> None
         )
         if row is not None and not row["enabled"]:
             await _fail_pending(state, endpoint, "endpoint disabled: failing too long", ids_here)
-    for endpoint in gone:
+    for endpoint in health.gone:
         await state.pool.execute(sql.DISABLE_ENDPOINT, endpoint, "the receiver answered 410 Gone")
         await _fail_pending(state, endpoint, "endpoint disabled: 410 Gone", ids_here)
 
