@@ -177,7 +177,7 @@ def tail(ctx: click.Context, endpoint_id: str | None, failed: bool, as_json: boo
 @click.pass_context
 def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[str, ...]) -> None:
     """Send an endpoint's deliveries again (a fresh retry schedule each)."""
-    from gateway.deliveries.sql import REPLAY_ENDPOINT
+    from gateway.deliveries.sql import ENDPOINT_TENANT, REPLAY_ENDPOINT
     from gateway.queue import arq_pool, signal_due
 
     settings = _settings(ctx)
@@ -186,9 +186,7 @@ def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[
     async def run() -> int:
         conn = await asyncpg.connect(dsn)
         try:
-            tenant = await conn.fetchval(
-                "SELECT tenant_id FROM endpoints WHERE id = $1", endpoint_id
-            )
+            tenant = await conn.fetchval(ENDPOINT_TENANT, endpoint_id)
             if tenant is None:
                 raise click.ClickException(f"no endpoint {endpoint_id}")
             since_utc = since.replace(tzinfo=UTC)

@@ -17,8 +17,6 @@ API_KEY_HINT_LENGTH = len(API_KEY_PREFIX) + 4
 
 SCOPES = ("ingest", "read", "manage")
 
-DEFAULT_STAGES = ("new", "contacted", "qualified", "proposal", "won")
-DEFAULT_EXIT_STAGES = ("lost",)
 
 # Page size bounds for list endpoints, as the contract sets them.
 PAGE_LIMIT_DEFAULT = 50

@@ -99,7 +99,3 @@ WHERE id IN (
 )
 RETURNING id
 """
-
-COUNT_DUE_WAITING = """
-SELECT count(*) FROM deliveries WHERE state = 'pending' AND next_attempt_at <= now()
-"""
