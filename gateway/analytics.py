@@ -106,8 +106,11 @@ class AnalyticsResponse(BaseModel):
 def _window(query: AnalyticsQuery) -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     if query.from_ or query.to:
-        start = query.from_ or (query.to or now) - timedelta(days=30)
         end = query.to or now
+        try:
+            start = query.from_ or end - timedelta(days=30)
+        except OverflowError as e:  # `to` within 30 days of the year 1
+            raise InvalidRequest("`to` is too early", fields={"to": "too early"}) from e
     else:
         end = now
         start = end - timedelta(days=RANGES[query.range or "30d"])

@@ -131,3 +131,11 @@ async def test_another_tenants_leads_are_not_counted(
     other = await make_tenant("other")
     await post(client, other, email="x@example.com")
     assert (await analytics(client, tenant))["leads"] == 0
+
+
+async def test_a_to_too_early_for_its_default_window_is_400(client: Client, tenant: Tenant) -> None:
+    response = await client.get(
+        "/v1/analytics", params={"to": "0001-01-01T09:11:22Z"}, headers=tenant.headers
+    )
+    assert response.status == 400
+    assert (await response.json())["error"]["fields"] == {"to": "too early"}
