@@ -225,3 +225,17 @@ CREATE INDEX IF NOT EXISTS leads_tenant_created_id ON leads (tenant_id, created_
 ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
 CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
     ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);
+
+-- Ordered endpoints: one lead's deliveries to such an endpoint are attempted one at a time, in
+-- the order they are due (first_due_at, then seq: the order they were written in), each after
+-- the one before it ended. A scheduled follow-up takes its place in that order at its delivery
+-- time. A delivery keeps the endpoint's choice as it was when the delivery was made.
+ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS ordered boolean NOT NULL DEFAULT false;
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS ordered boolean NOT NULL DEFAULT false;
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS seq bigint GENERATED ALWAYS AS IDENTITY;
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS first_due_at timestamptz;
+CREATE INDEX IF NOT EXISTS deliveries_ordered
+    ON deliveries (endpoint_id, lead_id, first_due_at, seq) WHERE state = 'pending' AND ordered;
+-- Workers claim due deliveries straight from Postgres (deliveries_due); a claim pushes
+-- next_attempt_at to the end of its lease, so a killed worker's deliveries come due again by
+-- themselves. enqueued_at is no longer written.

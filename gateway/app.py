@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
-from gateway.appkeys import KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS
+from gateway.appkeys import BATCHER, KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS, WAKER
+from gateway.batcher import Batcher
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
@@ -23,9 +25,11 @@ from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.metrics import metrics_view
 from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
-from gateway.queue import arq_pool
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.wake import Waker, arq_pool
+
+log = structlog.get_logger("leadgate")
 
 OPERATIONS: list[Operation] = [
     *LEAD_OPERATIONS,
@@ -48,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(_batcher)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
     app.router.add_get("/healthz", healthz)
@@ -60,9 +65,18 @@ def create_app(settings: Settings) -> web.Application:
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.database_url
-    app[POOL] = await db.create_pool(
-        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
-    )
+    try:
+        app[POOL] = await db.create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+    except Exception as e:
+        if not db.is_unavailable(e):
+            raise
+        # Postgres is not up yet: serve anyway (503 until it is), connecting when needed.
+        log.warning("postgres_unavailable_at_start", error=type(e).__name__)
+        app[POOL] = await db.create_pool(
+            settings.database_url, min_size=0, max_size=settings.db_pool_max
+        )
     yield
     await app[POOL].close()
 
@@ -72,5 +86,23 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     assert settings.redis_url
     app[REDIS] = arq_pool(settings.redis_url)
     app[LIMITER] = RateLimiter(app[REDIS])
+    app[WAKER] = Waker(app[REDIS])
     yield
+    await app[WAKER].close()
     await app[REDIS].aclose(close_connection_pool=True)
+
+
+async def _batcher(app: web.Application) -> AsyncIterator[None]:
+    """The write path's batcher; on shutdown it applies what is queued before Postgres closes."""
+    settings = app[SETTINGS]
+    app[BATCHER] = Batcher(
+        app[POOL],
+        app[OUTBOX],
+        app[WAKER],
+        max_items=settings.batch_max_items,
+        max_wait=settings.batch_max_wait,
+        concurrency=settings.batch_concurrency,
+        idempotency_ttl=settings.idempotency_ttl_seconds,
+    )
+    yield
+    await app[BATCHER].drain()

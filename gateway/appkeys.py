@@ -6,10 +6,12 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from gateway.batcher import Batcher
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.wake import Waker
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -17,6 +19,8 @@ REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
 LIMITER = web.AppKey("limiter", RateLimiter)
 KEYS = web.AppKey("keys", KeyCache)
+WAKER = web.AppKey("waker", Waker)
+BATCHER = web.AppKey("batcher", Batcher)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

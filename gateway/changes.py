@@ -1,43 +1,61 @@
 """Running one request's change: the shape every write in the API shares.
 
-One transaction holds the change and its events (the outbox); with an Idempotency-Key it runs
-at most once per key and request; once it has committed, the deliveries it made due are
-signalled to the worker. Nothing is answered before the commit.
+A request hands its change to the batcher (`gateway.batcher`) and waits: the change runs in one
+transaction with its events (the outbox), once per Idempotency-Key, beside the other changes
+that arrived with it; the request is answered after the commit, and a worker is woken for the
+deliveries it made due.
+
+A change is either a function applied alone (`run_change`), or a payload of a kind the batcher
+applies set-based for all requests of that kind at once (`run_batched`, e.g. postbacks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
 from gateway import idempotency
-from gateway.appkeys import OUTBOX, POOL, PRINCIPAL, REDIS, SETTINGS
-from gateway.db import Conn
-from gateway.events import Tx
-from gateway.queue import signal_due
+from gateway.appkeys import BATCHER, PRINCIPAL
+from gateway.batcher import Applier, Change, Item
 
-Change = Callable[[Tx], Awaitable[web.Response]]
+
+def _item(request: web.Request, body: bytes, idempotent: bool, lock_ids: Sequence[int]) -> Item:
+    who = request[PRINCIPAL]
+    key = idempotency.request_key(request, who.tenant_id, body) if idempotent else None
+    return Item(tenant_id=who.tenant_id, key_id=who.key_id, idem=key, lock_ids=lock_ids)
 
 
 async def run_change(
-    request: web.Request, body: bytes, change: Change, *, idempotent: bool = True
+    request: web.Request,
+    body: bytes,
+    change: Change,
+    *,
+    idempotent: bool = True,
+    lock_ids: Sequence[int] = (),
 ) -> web.Response:
-    """Run `change` in one transaction (once per Idempotency-Key), then signal its deliveries."""
-    who = request[PRINCIPAL]
-    due: list[str] = []
+    """Run `change` in its batch's transaction (once per Idempotency-Key); answer after commit.
 
-    async def in_transaction(conn: Conn) -> web.Response:
-        return await change(Tx(conn, who.tenant_id, who.key_id, request.app[OUTBOX], due))
+    `lock_ids` are advisory locks the change needs before it runs (taken for the whole batch,
+    in order, so that changes sharing them serialise without deadlocks).
+    """
+    item = _item(request, body, idempotent, lock_ids)
+    item.change = change
+    return await request.app[BATCHER].submit(item)
 
-    key = idempotency.key_of(request) if idempotent else None
-    response = await idempotency.run_once(
-        request.app[POOL],
-        who.tenant_id,
-        key,
-        idempotency.fingerprint(request, body) if key else b"",
-        request.app[SETTINGS].idempotency_ttl_seconds,
-        in_transaction,
-    )
-    await signal_due(request.app[REDIS], due)
-    return response
+
+async def run_batched(
+    request: web.Request,
+    body: bytes,
+    applier: Applier,
+    payload: Any,
+    *,
+    idempotent: bool = True,
+    lock_ids: Sequence[int] = (),
+) -> web.Response:
+    """Have `payload` applied by `applier`, set-based with the batch's other payloads of it."""
+    item = _item(request, body, idempotent, lock_ids)
+    item.applier = applier
+    item.payload = payload
+    return await request.app[BATCHER].submit(item)

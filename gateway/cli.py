@@ -178,7 +178,7 @@ def tail(ctx: click.Context, endpoint_id: str | None, failed: bool, as_json: boo
 def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[str, ...]) -> None:
     """Send an endpoint's deliveries again (a fresh retry schedule each)."""
     from gateway.deliveries.sql import ENDPOINT_TENANT, REPLAY_ENDPOINT
-    from gateway.queue import arq_pool, signal_due
+    from gateway.wake import arq_pool, send_wake
 
     settings = _settings(ctx)
     dsn, redis_dsn = database_url(settings), redis_url(settings)
@@ -195,7 +195,8 @@ def replay(ctx: click.Context, endpoint_id: str, since: datetime, states: tuple[
             await conn.close()
         redis = arq_pool(redis_dsn)
         try:
-            await signal_due(redis, [r["id"] for r in rows])
+            if rows:
+                await send_wake(redis)
         finally:
             await redis.aclose(close_connection_pool=True)
         return len(rows)

@@ -33,9 +33,14 @@ MAX_REQUEST_ID = 200
 ENDPOINT_PREFIX = "ep"
 INBOUND_PREFIX = "inb"
 
-# arq queue and job names shared by the gateway (which signals) and the worker (which runs).
+# arq queue and job names shared by the gateway (which wakes) and the worker (which is woken).
 # A queue of Leadgate's own, so an arq worker of another app on the same Redis never takes them.
 QUEUE_NAME = "leadgate:queue"
+# "Deliveries are due": the job that wakes a worker to claim from Postgres. One fixed job id, so
+# that arq keeps at most one waiting however many gateways send it.
+WAKE_JOB = "wake"
+WAKE_JOB_ID = "leadgate:wake"
+# The job older gateways sent per batch of deliveries; a worker takes it as a wake-up too.
 DELIVER_JOB = "deliver"
 # Redis pub/sub channel on which every worker publishes each attempt's outcome (`leadgate tail`).
 OUTCOMES_CHANNEL = "leadgate:outcomes"

@@ -1,4 +1,4 @@
-"""Postgres: the connection pool and the schema migration.
+"""Postgres: the connection pool, the schema migration, and what its errors mean.
 
 jsonb columns are exchanged as Python objects through orjson, so no query encodes JSON by hand.
 """
@@ -12,6 +12,8 @@ import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
+from gateway.errors import Conflict
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 
 # A fixed advisory-lock id so that two `leadgate migrate` runs never apply the schema at once.
@@ -19,6 +21,26 @@ _MIGRATE_LOCK = 0x1EAD6A7E
 
 # A connection of our own or one borrowed from the pool: queries take either.
 Conn = asyncpg.Connection | PoolConnectionProxy
+
+# Every statement is planned for the values it runs with. A generic plan, cached by a prepared
+# statement while a table was small, would keep scanning it whole as it grows; the hot path's
+# statements run once per batch, not per request, so planning each costs little.
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
+# Transaction-scoped locks on keys (matching keys of leads, ...), taken in ascending order so
+# that two transactions sharing keys cannot deadlock on them.
+LOCK_KEYS = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
+
+# Which field a unique index protects, and of what, to name them in a 409.
+UNIQUE_FIELDS = {
+    "leads_tenant_email": ("email", "lead"),
+    "leads_tenant_external_id": ("external_id", "lead"),
+}
+
+# SQLSTATE classes that mean "Postgres is not there right now" rather than "this request is
+# wrong": connection exceptions (08), insufficient resources (53), operator intervention such as
+# a shutdown or a crash restart (57), system errors (58).
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 
 
 def _dumps(value: Any) -> str:
@@ -44,10 +66,36 @@ async def _reset(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_reset
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        reset=_reset,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says Postgres is out of reach (down, restarting, refusing connections)."""
+    if isinstance(error, asyncpg.PostgresError):
+        return str(error.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
+    return isinstance(error, OSError | asyncpg.InterfaceError | TimeoutError)
+
+
+def conflict_of(error: asyncpg.UniqueViolationError) -> Conflict:
+    """A unique-index violation as the 409 that names the field another row holds."""
+    field, noun = UNIQUE_FIELDS.get(error.constraint_name or "", ("id", "object"))
+    return Conflict(
+        f"another {noun} of this tenant already has this {field}",
+        fields={field: f"already used by another {noun}"},
+    )
+
+
+async def lock_keys(conn: Conn, lock_ids: list[int]) -> None:
+    if lock_ids:
+        await conn.execute(LOCK_KEYS, sorted(set(lock_ids)))
 
 
 async def migrate(dsn: str) -> None:

@@ -5,8 +5,9 @@ An event is immutable. Its body is the Standard Webhooks envelope
 and stored as sent, so every delivery attempt signs and sends the same bytes.
 
 Fan-out happens in the same statement: one delivery per event and matching enabled endpoint of
-the tenant. So an event can never exist without its deliveries, nor a delivery without its event,
-whatever crashes when; the worker's relay finds every delivery that is due from Postgres alone.
+the event's tenant. So an event can never exist without its deliveries, nor a delivery without
+its event, whatever crashes when; the worker finds every delivery that is due from Postgres
+alone. One statement writes the events of a whole batch, whatever tenants they belong to.
 """
 
 from __future__ import annotations
@@ -25,24 +26,31 @@ _MATCHES = """EXISTS (
     SELECT 1 FROM unnest(ep.event_types) AS p
     WHERE p = '*' OR p = ev.type OR (p LIKE '%.*' AND starts_with(ev.type, left(p, -1))))"""
 
-# $7: the delay before a first attempt (the retry schedule's first entry), in seconds.
-# $8: the one endpoint a test event goes to, regardless of its types (NULL for all).
+# $8: the delay before a first attempt (the retry schedule's first entry), in seconds.
+# $9: the one endpoint a test event goes to, regardless of its types (NULL for all).
+# $10: the moment up to which a delivery counts as due now (for the wake-up after commit).
+# Deliveries are inserted in event order, so `seq` follows it; `first_due_at` is the database's
+# clock, which the leads' row locks order as they order the changes (ordered endpoints rely on
+# both).
 WRITE_EVENTS = f"""
 WITH ev AS (
     INSERT INTO events (id, tenant_id, type, lead_id, body, created_at, deliver_at)
-    SELECT e.id, $1, e.type, e.lead_id, e.body, e.created_at, e.deliver_at
-    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-                $9::timestamptz[]) AS e (id, type, lead_id, body, created_at, deliver_at)
-    RETURNING id, type, lead_id, created_at, deliver_at
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::timestamptz[])
+    RETURNING id, tenant_id, type, lead_id, created_at, deliver_at
+), dl AS (
+    INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, lead_id, event_type, ordered,
+                            first_due_at, next_attempt_at, created_at, updated_at)
+    SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), ev.tenant_id, ev.id, ep.id,
+           ev.lead_id, ev.type, ep.ordered, coalesce(ev.deliver_at, clock_timestamp()),
+           coalesce(ev.deliver_at, ev.created_at + make_interval(secs => $8)),
+           ev.created_at, ev.created_at
+    FROM ev JOIN endpoints ep ON ep.tenant_id = ev.tenant_id AND ep.enabled
+    WHERE CASE WHEN $9::text IS NULL THEN {_MATCHES} ELSE ep.id = $9 END
+    ORDER BY ev.id, ep.id
+    RETURNING next_attempt_at
 )
-INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, lead_id, event_type,
-                        next_attempt_at, enqueued_at, created_at, updated_at)
-SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), $1, ev.id, ep.id, ev.lead_id,
-       ev.type, coalesce(ev.deliver_at, ev.created_at + make_interval(secs => $7)),
-       ev.created_at, ev.created_at, ev.created_at
-FROM ev JOIN endpoints ep ON ep.tenant_id = $1 AND ep.enabled
-WHERE CASE WHEN $8::text IS NULL THEN {_MATCHES} ELSE ep.id = $8 END
-RETURNING id, next_attempt_at
+SELECT count(*) FILTER (WHERE next_attempt_at <= $10) FROM dl
 """
 
 
@@ -65,60 +73,54 @@ def envelope(event_id: str, event: Event) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    """Writes events and their deliveries inside the caller's transaction.
-
-    `due` collects the ids of deliveries that are due at once, for the caller to signal the
-    worker after its commit; a lost signal only delays them until the relay's next sweep.
-    """
+    """Writes events and their deliveries inside the caller's transaction."""
 
     first_delay: float = 0.0
 
     async def write(
-        self,
-        conn: Conn,
-        tenant_id: str,
-        events: list[Event],
-        due: list[str] | None = None,
-        *,
-        only_endpoint: str | None = None,
-    ) -> list[str]:
-        """Write events and fan them out; returns the events' ids in order."""
+        self, conn: Conn, events: list[tuple[str, Event]], *, only_endpoint: str | None = None
+    ) -> tuple[list[str], int]:
+        """Write `(tenant_id, event)` pairs and fan them out, in order.
+
+        Returns the events' ids, and how many of their deliveries are due at once (for the
+        caller to wake a worker after its commit; a lost wake-up only delays them until a
+        worker's next look at Postgres).
+        """
         if not events:
-            return []
-        # Sorted, so that the ids of one change's events follow the order they were written in.
-        ids = sorted(new_id(EVENT_PREFIX) for _ in events)
-        rows = await conn.fetch(
+            return [], 0
+        ids = [new_id(EVENT_PREFIX) for _ in events]  # increasing, so in the order written
+        due = await conn.fetchval(
             WRITE_EVENTS,
-            tenant_id,
             ids,
-            [e.type for e in events],
-            [e.lead_id for e in events],
-            [envelope(i, e).decode() for i, e in zip(ids, events, strict=True)],
-            [e.at for e in events],
+            [tenant for tenant, _ in events],
+            [e.type for _, e in events],
+            [e.lead_id for _, e in events],
+            [envelope(i, e).decode() for i, (_, e) in zip(ids, events, strict=True)],
+            [e.at for _, e in events],
+            [e.deliver_at for _, e in events],
             self.first_delay,
             only_endpoint,
-            [e.deliver_at for e in events],
+            max(e.at for _, e in events),
         )
-        if due is not None:
-            latest = max(e.at for e in events)
-            due.extend(r["id"] for r in rows if r["next_attempt_at"] <= latest)
-        return ids
+        return ids, due
 
 
 @dataclass(slots=True)
 class Tx:
-    """One request's transaction: its connection, the tenant it acts for, and its outbox.
+    """One change's share of a transaction: its connection, tenant, key and outbox.
 
-    Domain code writes through it; the request signals `due` to the worker once committed.
+    Domain code writes through it; `due` counts the deliveries it made due at once, for the
+    batch to wake a worker once committed.
     """
 
     conn: Conn
     tenant_id: str
     key_id: str | None
     outbox: Outbox
-    due: list[str] = field(default_factory=list)
+    due: int = field(default=0)
 
     async def emit(self, *events: Event, only_endpoint: str | None = None) -> list[str]:
-        return await self.outbox.write(
-            self.conn, self.tenant_id, list(events), self.due, only_endpoint=only_endpoint
-        )
+        pairs = [(self.tenant_id, e) for e in events]
+        ids, due = await self.outbox.write(self.conn, pairs, only_endpoint=only_endpoint)
+        self.due += due
+        return ids

@@ -1,43 +1,65 @@
 """Idempotency keys: the same request with the same key runs once; its response is replayed.
 
 The first response to a key is stored in the same transaction as the change the request made,
-so the two commit together or not at all. While a request runs it holds a transaction-scoped
+so the two commit together or not at all. While a request runs, its transaction holds an
 advisory lock on its key: a concurrent request with that key gets 409 at once, and a request
 that dies releases the key with its connection — nothing is left stuck "in flight".
+
+A batch (`gateway.batcher`) claims the keys of all its requests in two statements — try their
+locks, then read what is stored — and stores their responses in one more.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
 from gateway.constants import MAX_IDEMPOTENCY_KEY
 from gateway.db import Conn
-from gateway.errors import Conflict, IdempotencyKeyReused, InvalidRequest
+from gateway.errors import ApiError, Conflict, IdempotencyKeyReused, InvalidRequest
 
 HEADERS = ("Idempotency-Key", "X-Idempotency-Key")
 REPLAYED_HEADER = "Idempotent-Replayed"
 
-TRY_LOCK_KEY = "SELECT pg_try_advisory_xact_lock($1)"
+# One row per key, in order, saying whether its lock was free. A separate statement from the
+# read below, so the read's snapshot is taken after the lock is held and sees what the key's
+# previous holder committed.
+TRY_LOCK_KEYS = """
+SELECT pg_try_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS q (k, i)
+ORDER BY i
+"""
 
 GET_STORED = """
-SELECT fingerprint, status, content_type, body FROM idempotency_keys
-WHERE tenant_id = $1 AND key = $2 AND created_at > now() - make_interval(secs => $3)
+SELECT q.i, s.fingerprint, s.status, s.content_type, s.body
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q (tenant_id, key, i)
+JOIN idempotency_keys s ON s.tenant_id = q.tenant_id AND s.key = q.key
+WHERE s.created_at > now() - make_interval(secs => $3)
 """
 
 # An expired row for the same key is replaced: past its TTL a key may be used afresh.
 STORE = """
 INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, content_type, body)
-VALUES ($1, $2, $3, $4, $5, $6)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::text[], $6::bytea[])
 ON CONFLICT (tenant_id, key) DO UPDATE SET
     fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
     content_type = EXCLUDED.content_type, body = EXCLUDED.body, created_at = now()
 """
 
-Work = Callable[[Conn], Awaitable[web.Response]]
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A request's idempotency key, and what makes another request "the same"."""
+
+    tenant_id: str
+    key: str
+    fingerprint: bytes
+
+    @property
+    def lock_id(self) -> int:
+        digest = hashlib.blake2b(f"idem\0{self.tenant_id}\0{self.key}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 def key_of(request: web.Request) -> str | None:
@@ -62,45 +84,67 @@ def fingerprint(request: web.Request, body: bytes) -> bytes:
     return digest.digest()
 
 
-def _lock_id(tenant_id: str, key: str) -> int:
-    digest = hashlib.blake2b(f"idem\0{tenant_id}\0{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def request_key(request: web.Request, tenant_id: str, body: bytes) -> Key | None:
+    key = key_of(request)
+    return Key(tenant_id, key, fingerprint(request, body)) if key is not None else None
 
 
-async def run_once(
-    pool: asyncpg.Pool,
-    tenant_id: str,
-    key: str | None,
-    print_: bytes,
-    ttl_seconds: int,
-    work: Work,
-) -> web.Response:
-    """Run `work` in one transaction; with a key, at most once per key and request."""
-    async with pool.acquire() as conn, conn.transaction():
-        if key is not None:
-            if not await conn.fetchval(TRY_LOCK_KEY, _lock_id(tenant_id, key)):
-                raise Conflict("a request with this idempotency key is still in progress")
-            stored = await conn.fetchrow(GET_STORED, tenant_id, key, float(ttl_seconds))
-            if stored is not None:
-                if stored["fingerprint"] != print_:
-                    raise IdempotencyKeyReused(
-                        "this idempotency key was used with a different request"
-                    )
-                return web.Response(
-                    body=stored["body"],
-                    status=stored["status"],
-                    headers={"Content-Type": stored["content_type"], REPLAYED_HEADER: "true"},
-                )
-        response = await work(conn)
-        if key is not None:
-            assert isinstance(response.body, bytes)
-            await conn.execute(
-                STORE,
-                tenant_id,
-                key,
-                print_,
-                response.status,
-                response.headers.get("Content-Type", "application/json"),
-                response.body,
+Claimed = web.Response | ApiError | None
+
+
+async def claim(conn: Conn, keys: list[Key], ttl_seconds: int) -> list[Claimed]:
+    """Per key, in order: None (run the request), its stored response, or its 409 / 422.
+
+    A key that occurs twice in the batch is in flight for its second request: 409.
+    """
+    outcomes: list[Claimed] = [None] * len(keys)
+    seen: set[tuple[str, str]] = set()
+    for i, k in enumerate(keys):
+        if (k.tenant_id, k.key) in seen:
+            outcomes[i] = in_progress()
+        seen.add((k.tenant_id, k.key))
+    locked = await conn.fetch(TRY_LOCK_KEYS, [k.lock_id for k in keys])
+    for i, row in enumerate(locked):
+        if not row[0]:
+            outcomes[i] = in_progress()
+    stored = await conn.fetch(
+        GET_STORED, [k.tenant_id for k in keys], [k.key for k in keys], float(ttl_seconds)
+    )
+    for row in stored:
+        i = row["i"] - 1
+        if outcomes[i] is not None:
+            continue
+        if row["fingerprint"] != keys[i].fingerprint:
+            outcomes[i] = IdempotencyKeyReused(
+                "this idempotency key was used with a different request"
             )
-    return response
+        else:
+            outcomes[i] = web.Response(
+                body=row["body"],
+                status=row["status"],
+                headers={"Content-Type": row["content_type"], REPLAYED_HEADER: "true"},
+            )
+    return outcomes
+
+
+def in_progress() -> Conflict:
+    return Conflict("a request with this idempotency key is still in progress")
+
+
+async def store(conn: Conn, done: list[tuple[Key, web.Response]]) -> None:
+    """Store each first response under its key, in the transaction that made it."""
+    if not done:
+        return
+    bodies = []
+    for _, response in done:
+        assert isinstance(response.body, bytes)
+        bodies.append(response.body)
+    await conn.execute(
+        STORE,
+        [k.tenant_id for k, _ in done],
+        [k.key for k, _ in done],
+        [k.fingerprint for k, _ in done],
+        [r.status for _, r in done],
+        [r.headers.get("Content-Type", "application/json") for _, r in done],
+        bodies,
+    )

@@ -2,6 +2,9 @@
 
 The 26-character tail is a ULID (48-bit millisecond time, 80 random bits, Crockford base32), so
 ids sort by creation time, which keeps B-tree inserts local and makes them readable in logs.
+Within one process they are also strictly increasing (a monotonic ULID: an id made in the same
+millisecond as the previous one is that one plus one), so the events of one batch sort in the
+order they were written.
 """
 
 from __future__ import annotations
@@ -10,10 +13,15 @@ import secrets
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_last = 0
 
 
 def new_id(prefix: str) -> str:
+    global _last
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    if value >> 80 <= _last >> 80:
+        value = _last + 1
+    _last = value
     chars = []
     for _ in range(26):
         value, rem = divmod(value, 32)

@@ -20,7 +20,9 @@ from aiohttp import web
 
 from gateway import jsonio, metrics
 from gateway.appkeys import KEYS, LIMITER, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
+from gateway.batcher import unavailable
 from gateway.constants import MAX_REQUEST_ID, REQUEST_ID_HEADER
+from gateway.db import is_unavailable
 from gateway.errors import (
     ApiError,
     Forbidden,
@@ -123,9 +125,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         # The client hung up before its request was read: nobody is left to read an answer.
         # 499 (as nginx logs it) keeps the request line honest; nothing was changed.
         response = web.Response(status=CLIENT_CLOSED_REQUEST)
-    except Exception:
-        log.exception("unhandled_error", method=request.method, path=request.path)
-        response = error_response(InternalError("an internal error occurred"), request_id)
+    except Exception as e:
+        if is_unavailable(e):
+            # Postgres is out of reach (a key lookup, a read): the client should retry soon.
+            log.warning("postgres_unavailable", error=type(e).__name__)
+            response = error_response(unavailable(), request_id)
+        else:
+            log.exception("unhandled_error", method=request.method, path=request.path)
+            response = error_response(InternalError("an internal error occurred"), request_id)
     response.headers[REQUEST_ID_HEADER] = request_id
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"

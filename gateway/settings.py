@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     rate_limit: int = Field(
         6000, ge=0, description="Requests per minute per API key; 0 turns rate limiting off."
     )
+    batch_max_items: int = Field(
+        100, ge=1, le=10_000, description="Most writes one group-committed transaction applies."
+    )
+    batch_max_wait: float = Field(
+        0.002, ge=0, le=1, description="Longest a write waits for others to share its commit (s)."
+    )
+    batch_concurrency: int = Field(
+        2, ge=1, le=64, description="Batches one gateway process commits at the same time."
+    )
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split_numbers)] = Field(
         DEFAULT_RETRY_SCHEDULE, description="Delay before each attempt, in seconds."
@@ -83,12 +92,13 @@ class Settings(BaseSettings):
     )
     allow_private_destinations: bool = False
     worker_concurrency: int = Field(100, ge=1, le=10_000)
-    worker_poll_delay: float = Field(0.01, gt=0, le=5)
+    worker_poll_delay: float = Field(0.005, gt=0, le=5)
     worker_metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Where a worker serves /metrics; unset: not served."
     )
-    relay_interval: float = Field(5.0, gt=0)
-    relay_requeue_after: float = Field(30.0, gt=0)
+    relay_interval: float = Field(
+        5.0, gt=0, description="Longest a worker goes without looking for due deliveries (s)."
+    )
     circuit_failures: int = Field(5, ge=1)
     circuit_cooldown: float = Field(60.0, gt=0)
     endpoint_disable_after: float = Field(5 * 86_400, gt=0)

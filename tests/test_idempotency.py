@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from gateway.idempotency import _lock_id
+from gateway.idempotency import Key
 from tests.conftest import Tenant, events_of
 
 Client = TestClient[Any, Any]
@@ -48,7 +48,7 @@ async def test_key_in_flight_is_409(
 ) -> None:
     # Another transaction holds the key's lock, exactly as a request still running would.
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(tenant.id, "k-3"))
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", Key(tenant.id, "k-3", b"").lock_id)
         response = await client.post(
             "/v1/postback",
             json={"email": "f@example.com"},

@@ -1,120 +1,98 @@
-"""The worker process: an arq worker running the deliver job, with the relay beside it.
+"""The worker process: the claim loop, the completer and the wake-up listener, together.
 
-`build_worker(settings)` makes the arq Worker; `leadgate worker` runs it with signal handling,
-and `leadgate dev` runs it inside the gateway's event loop. On SIGTERM arq stops taking jobs
-and waits for running ones up to one attempt timeout; a job cancelled after that hands its
-unsent deliveries back to Postgres, and leases bound what a killed worker leaves behind.
+`leadgate worker` runs them until SIGTERM or SIGINT; `leadgate dev` and the tests run them
+inside their own event loop (`running_in_loop`). On stop, the worker claims nothing more, lets
+the attempts in flight finish for up to one attempt timeout and a margin, hands the rest back
+to Postgres, and writes every outcome it holds before it closes. Neither Redis nor Postgres
+going away ends the process: it waits for them and carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
-from typing import Any
 
 import prometheus_client
 import structlog
-from arq import Worker
-from arq.worker import func
 
 from gateway import db
-from gateway.constants import DELIVER_JOB, QUEUE_NAME
-from gateway.queue import arq_pool, deserialize, serialize
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
-from workers import relay, sender
-from workers.delivery import deliver
-from workers.state import RATE_WINDOW, STATE, WorkerState
+from gateway.wake import Waker, arq_pool
+from workers import sender
+from workers.claimer import Claimer
+from workers.completer import Completer
+from workers.state import RATE_WINDOW, WorkerState
+from workers.tail import Publisher
+from workers.wakeup import WakeListener
 
 log = structlog.get_logger("leadgate.worker")
 
-SETTINGS_KEY = "leadgate_settings"
-RELAY_TASK = "leadgate_relay"
+# How long a stopping worker keeps trying to write the outcomes it holds.
+CLOSE_TIMEOUT = 10.0
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    settings: Settings = ctx[SETTINGS_KEY]
+async def _open_state(settings: Settings) -> WorkerState:
     assert settings.database_url and settings.redis_url
-    state = WorkerState(
+    redis = arq_pool(settings.redis_url)
+    return WorkerState(
         settings=settings,
-        pool=await db.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max),
-        redis=ctx["redis"],
+        # No connection is made before one is needed: the worker starts without Postgres.
+        pool=await db.create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max),
+        redis=redis,
         http=sender.session(
             settings.worker_concurrency, allow_private=settings.allow_private_destinations
         ),
-        slots=asyncio.Semaphore(settings.worker_concurrency),
-        endpoint_rate=SlidingWindow(ctx["redis"], window=RATE_WINDOW, prefix="leadgate:rate:"),
-    )
-    ctx[STATE] = state
-    ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
-    log.info("worker_started", concurrency=settings.worker_concurrency)
-
-
-async def shutdown(ctx: dict[str, Any]) -> None:
-    task: asyncio.Task[None] | None = ctx.get(RELAY_TASK)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    state: WorkerState | None = ctx.get(STATE)
-    if state is not None:
-        await state.http.close()
-        await state.pool.close()
-    log.info("worker_stopped")
-
-
-def build_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
-    assert settings.redis_url
-    return Worker(
-        functions=[func(deliver, name=DELIVER_JOB)],
-        queue_name=QUEUE_NAME,
-        redis_pool=arq_pool(settings.redis_url),
-        on_startup=startup,
-        on_shutdown=shutdown,
-        ctx={SETTINGS_KEY: settings},
-        handle_signals=handle_signals,
-        max_jobs=settings.worker_concurrency,
-        # Results live in Postgres; arq keeps none, so nothing in Redis outlives its job.
-        keep_result=0,
-        poll_delay=settings.worker_poll_delay,
-        job_completion_wait=int(settings.delivery_timeout) + 5,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        log_results=False,
+        endpoint_rate=SlidingWindow(redis, window=RATE_WINDOW, prefix="leadgate:rate:"),
+        publisher=Publisher(redis),
     )
 
 
 @contextlib.asynccontextmanager
 async def running_in_loop(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
-    """Run a worker inside the current event loop (`leadgate dev`, tests) for a block.
+    """Run a worker inside the current event loop for a block (`leadgate dev`, tests).
 
-    Leaving the block stops it as SIGTERM would: it takes no more jobs, the jobs in flight
-    finish (up to one attempt timeout and a margin), then it closes. Yields the worker's main
-    task, so a caller can see whether it died of an error.
+    Leaving the block stops it as SIGTERM would. Yields a task that ends with an error only if
+    one of the worker's loops died of one, so a caller can check that none did.
     """
-    worker = build_worker(settings, handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
+    state = await _open_state(settings)
+    peers = Waker(state.redis)
+    claimer: Claimer
+    completer = Completer(state, on_ended=lambda: claimer.wake())
+    listener = WakeListener(settings, on_wake=lambda: claimer.wake())
+    claimer = Claimer(state, completer, peers, wakeups_arrive=lambda: listener.connected)
+    tasks = [
+        asyncio.create_task(claimer.run(), name="claimer"),
+        asyncio.create_task(completer.run(), name="completer"),
+        asyncio.create_task(listener.run(), name="wakeups"),
+    ]
+    watch = asyncio.create_task(_watch(tasks))
+    log.info("worker_started", concurrency=settings.worker_concurrency)
     try:
-        yield task
+        yield watch
     finally:
-        await _stop_in_loop(worker, task, drain=settings.delivery_timeout + 5)
+        await claimer.stop(drain=settings.delivery_timeout + 5)
+        await listener.stop(tasks[2])
+        for task in tasks[:2]:
+            task.cancel()
+        await asyncio.wait(tasks)
+        await completer.close(patience=CLOSE_TIMEOUT)
+        watch.cancel()
+        await peers.close()
+        await state.http.close()
+        await state.redis.aclose(close_connection_pool=True)
+        await state.pool.close()
+        log.info("worker_stopped")
 
 
-async def _stop_in_loop(worker: Worker, task: asyncio.Task[None], *, drain: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(drain):
-            # arq's poll loop can outlive one cancel (it may be between awaits that swallow
-            # it); ask until it has stopped, then let the jobs it started finish.
-            while not task.done():
-                task.cancel()
-                # Long enough for a cancelled Redis pipeline to reset before any second cancel.
-                await asyncio.wait({task}, timeout=2.0)
-            if running := [job for job in worker.tasks.values() if not job.done()]:
-                await asyncio.wait(running)
-    await worker.close()  # cancels what is still running, then runs on_shutdown
+async def _watch(tasks: list[asyncio.Task[None]]) -> None:
+    """Ends when any loop ends by itself: that is an error, which it passes on."""
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 def run_worker(settings: Settings) -> None:
@@ -127,12 +105,13 @@ def run_worker(settings: Settings) -> None:
 
 
 async def _run(settings: Settings) -> None:
-    # Built inside the running loop: arq binds a Worker (and its signal handlers) to the loop
-    # that exists when it is made.
-    worker = build_worker(settings)
-    try:
-        await worker.async_run()
-    except asyncio.CancelledError:
-        pass  # SIGTERM or SIGINT: arq has let running jobs finish, up to job_completion_wait
-    finally:
-        await worker.close()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
+    async with running_in_loop(settings) as watch:
+        await asyncio.wait([watch, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+        if watch.done() and not watch.cancelled() and watch.exception() is not None:
+            log.error("worker_failed", exc_info=watch.exception())

@@ -1,8 +1,7 @@
-"""What a worker process holds for its jobs: settings, pools, the HTTP session, its slots."""
+"""What a worker process holds: settings, pools, the HTTP session, its publisher of outcomes."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import aiohttp
@@ -11,9 +10,8 @@ from arq.connections import ArqRedis
 
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
+from workers.tail import Publisher
 
-# The key under which the worker's state sits in arq's job context.
-STATE = "leadgate"
 # An endpoint's rate limit is per second; the window is a little longer, so that jitter on the
 # way to the receiver cannot squeeze one more request into any second it sees.
 RATE_WINDOW = 1.05
@@ -25,10 +23,9 @@ class WorkerState:
     pool: asyncpg.Pool
     redis: ArqRedis
     http: aiohttp.ClientSession
-    # Attempts in flight in this process, across all its jobs.
-    slots: asyncio.Semaphore
     # Endpoints' `rate_limit` (per second), shared by every worker through Redis.
     endpoint_rate: SlidingWindow
+    publisher: Publisher
 
     @property
     def lease_seconds(self) -> float:

@@ -1,12 +1,17 @@
-"""`leadgate tail`: follow every worker's delivery outcomes live, from Redis pub/sub."""
+"""`leadgate tail`: every worker publishes its delivery outcomes on Redis pub/sub; follow them.
+
+Publishing is best effort: tail is a live view, and every attempt is on record in Postgres.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.text import Text
 
@@ -72,3 +77,31 @@ async def follow(
                     return
     finally:
         await client.aclose()
+
+
+class Publisher:
+    """Publishes outcomes for `leadgate tail` in pipelined batches; drops them without Redis."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._messages: list[bytes] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def publish(self, message: bytes) -> None:
+        self._messages.append(message)
+        if self._task is None:
+            self._task = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while self._messages:
+                messages, self._messages = self._messages, []
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for message in messages:
+                            pipe.publish(OUTCOMES_CHANNEL, message)
+                        await pipe.execute()
+                except (RedisError, OSError):
+                    pass  # tail is a live view; the attempts are on record in Postgres
+        finally:
+            self._task = None

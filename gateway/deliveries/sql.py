@@ -36,14 +36,14 @@ ORDER BY d.created_at DESC, d.id DESC LIMIT $3
 # at this moment is left alone (its attempt decides).
 RESTART = f"""
 UPDATE deliveries d SET state = 'pending', tries = 0, next_attempt_at = now(),
-    enqueued_at = now(), last_error = NULL, updated_at = now()
+    leased_until = NULL, last_error = NULL, updated_at = now()
 WHERE d.id = $1 AND d.tenant_id = $2 AND d.state <> 'pending'
 RETURNING {_COLUMNS}
 """
 
 REPLAY_ENDPOINT = """
 UPDATE deliveries SET state = 'pending', tries = 0, next_attempt_at = now(),
-    enqueued_at = now(), last_error = NULL, updated_at = now()
+    leased_until = NULL, last_error = NULL, updated_at = now()
 WHERE endpoint_id = $1 AND tenant_id = $2 AND created_at >= $3 AND state = ANY ($4::text[])
 RETURNING id
 """

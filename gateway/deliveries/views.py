@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.appkeys import POOL, PRINCIPAL, REDIS
+from gateway.appkeys import POOL, PRINCIPAL, WAKER
 from gateway.changes import run_change
 from gateway.db import Conn
 from gateway.deliveries import sql
@@ -27,7 +27,6 @@ from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, read_body, validate
 from gateway.middleware import requires
 from gateway.openapi import Operation
-from gateway.queue import signal_due
 
 # How many of a lead's deliveries `GET /v1/leads/{id}` shows, newest first.
 RECENT_DELIVERIES = 20
@@ -91,7 +90,7 @@ async def retry_delivery(request: web.Request) -> web.Response:
     if row is None:
         await _detail(pool, tenant_id, delivery_id)  # 404 if it is not this tenant's
         raise Conflict("the delivery is pending already; it will be attempted when due")
-    await signal_due(request.app[REDIS], [delivery_id])
+    request.app[WAKER].wake()
     return json_response({"data": await _detail(pool, tenant_id, delivery_id)})
 
 
@@ -106,7 +105,8 @@ async def replay_endpoint(request: web.Request) -> web.Response:
             raise NotFound(f"no endpoint with id {endpoint_id!r}")
         rows = await conn.fetch(sql.REPLAY_ENDPOINT, endpoint_id, tenant_id, spec.since, states)
     ids = [r["id"] for r in rows]
-    await signal_due(request.app[REDIS], ids)
+    if ids:
+        request.app[WAKER].wake()
     return json_response({"replayed": len(ids)})
 
 

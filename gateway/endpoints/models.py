@@ -55,6 +55,11 @@ class EndpointFields(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every webhook.")
     rate_limit: int | None = Field(None, ge=1, le=10_000, description="Requests per second.")
     enabled: bool = True
+    ordered: bool = Field(
+        False,
+        description="Deliver each lead's events one at a time, in order, each after the "
+        "previous one ended (succeeded, failed or cancelled).",
+    )
     signature: Signature = Field(default_factory=Signature)
 
     _patterns = field_validator("event_types")(_check_patterns)
@@ -88,6 +93,7 @@ class EndpointPatch(BaseModel):
     headers: dict[str, str] | None = None
     rate_limit: int | None = Field(None, ge=1, le=10_000)
     enabled: bool | None = None
+    ordered: bool | None = None
     signature: Signature | None = None
     secret: Annotated[str, StringConstraints(min_length=8, max_length=500)] | None = Field(
         None, description="Replace the secret at once; rotate-secret keeps the old one a while."
@@ -122,6 +128,7 @@ class Endpoint(BaseModel):
     headers: dict[str, str]
     rate_limit: int | None
     enabled: bool
+    ordered: bool
     disabled_reason: str | None
     signature: dict[str, Any]
     health: EndpointHealth

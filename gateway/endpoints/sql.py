@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-_COLUMNS = """id, url, description, event_types, headers, rate_limit, enabled, disabled_reason,
-    signature, consecutive_failures, circuit_open_until, failing_since, created_at, updated_at"""
+_COLUMNS = """id, url, description, event_types, headers, rate_limit, enabled, ordered,
+    disabled_reason, signature, consecutive_failures, circuit_open_until, failing_since,
+    created_at, updated_at"""
 
 CREATE_ENDPOINT = f"""
 INSERT INTO endpoints (id, tenant_id, url, description, event_types, headers, rate_limit,
-                       enabled, signature, secret)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       enabled, signature, secret, ordered)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {_COLUMNS}
 """
 
@@ -26,6 +27,7 @@ UPDATE endpoints SET
     event_types = coalesce($6, event_types),
     headers = coalesce($7, headers),
     rate_limit = CASE WHEN $8 THEN $9 ELSE rate_limit END,
+    ordered = coalesce($13, ordered),
     signature = coalesce($10, signature),
     secret = coalesce($12, secret),
     enabled = coalesce($11, enabled),

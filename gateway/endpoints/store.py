@@ -33,6 +33,7 @@ def endpoint_json(row: Any) -> dict[str, Any]:
         "headers": row["headers"],
         "rate_limit": row["rate_limit"],
         "enabled": row["enabled"],
+        "ordered": row["ordered"],
         "disabled_reason": row["disabled_reason"],
         "signature": row["signature"],
         "health": {
@@ -86,5 +87,6 @@ async def add_endpoint(
         spec.enabled,
         spec.signature.stored(),
         secret,
+        spec.ordered,
     )
     return {**endpoint_json(row), "secret": secret}

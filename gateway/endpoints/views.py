@@ -118,6 +118,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         patch.signature.stored() if patch.signature else None,
         patch.enabled,
         patch.secret,
+        patch.ordered,
     )
     if row is None:
         raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")

@@ -1,38 +1,43 @@
-"""Ingestion: match an incoming lead to an existing one or create it, merge, move its stage.
+"""Ingestion's rules, as pure functions: match each postback to a lead, merge, move its stage.
 
-Everything here runs inside the caller's transaction, and writes the lead, its stage history
-and its events (the outbox) together, so a postback either happens whole or not at all.
+A batch of postbacks (see `gateway.batcher`) is resolved here in arrival order against the
+leads that could match any of them, fetched and locked beforehand (`gateway.leads.store`). The
+result is a `Plan`: the leads to insert and to update (each in its final state), the stage
+history rows and the events to write, and one outcome per postback. Nothing here touches the
+database, so every rule of the contract can be read, and tested, in one place:
 
-Concurrency: before looking for a match, the postback takes transaction-scoped advisory locks
-on its matching keys (external id, email, phone). Two postbacks that share a key are thereby
-serialised; the second finds the lead the first created. The unique indexes on external id
-and email stand behind the locks as a last line.
+- matching, first hit wins: `lead_id` (unknown → 404), `external_id`, normalised email,
+  E.164 phone (only where the tenant matches on phone), otherwise a new lead;
+- two postbacks of one batch that share a key meet the same lead: the first creates it, the
+  second matches it;
+- merge: non-empty values overwrite, `custom_data` merges by key, completion never drops; a
+  postback that changes nothing writes nothing and emits no event;
+- stages move forward only unless forced; a change that would give a lead another lead's email
+  or external id is a 409 for that postback alone.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from gateway.constants import LEAD_PREFIX
-from gateway.db import Conn
-from gateway.errors import Conflict, InvalidRequest, NotFound
-from gateway.events import Event, Tx
+from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound
+from gateway.events import Event
 from gateway.ids import new_id
 from gateway.keys import Principal
-from gateway.leads import sql
 from gateway.leads.models import NUMBER_FIELDS, TEXT_FIELDS, LeadFields, PostbackIn
 from gateway.leads.normalize import InvalidValue, normalize_email, normalize_phone
 from gateway.tenants import Pipeline
 
 LeadDict = dict[str, Any]
 
-# Which field a unique index protects, to name it in a 409.
-_UNIQUE_FIELDS = {"leads_tenant_email": "email", "leads_tenant_external_id": "external_id"}
+# The columns a postback or PATCH writes, in the order every query binds them.
+WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
+# The keys a lead is matched by and locked on; the first two are unique per tenant.
+UNIQUE_KEYS = ("external_id", "email")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +54,58 @@ class StageMove:
     forced: bool
 
 
-def lead_json(row: asyncpg.Record | LeadDict) -> LeadDict:
+@dataclass(frozen=True, slots=True)
+class Postback:
+    """A validated and normalised postback, ready to be applied in a batch."""
+
+    tenant_id: str
+    key_id: str | None
+    pipeline: Pipeline
+    match_phone: bool
+    lead_id: str | None
+    values: dict[str, Any]
+    target: str | None
+    force: bool
+
+    @property
+    def phone(self) -> str | None:
+        """The phone this postback is matched by: none where the tenant does not match on it."""
+        return self.values.get("phone") if self.match_phone else None
+
+    def lock_ids(self) -> list[int]:
+        """Advisory-lock ids of its matching keys: postbacks sharing a key serialise on it."""
+        keys = [(k, self.values.get(k)) for k in UNIQUE_KEYS] + [("phone", self.phone)]
+        return [key_lock_id(self.tenant_id, kind, value) for kind, value in keys if value]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    tenant_id: str
+    lead_id: str
+    move: StageMove
+    key_id: str | None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a batch of postbacks writes, and what each postback is answered."""
+
+    inserts: list[LeadDict] = field(default_factory=list)
+    updates: list[LeadDict] = field(default_factory=list)
+    history: list[HistoryRow] = field(default_factory=list)
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    outcomes: list[IngestResult | ApiError] = field(default_factory=list)
+
+
+def key_lock_id(tenant_id: str, kind: str, value: str) -> int:
+    digest = hashlib.blake2b(f"{tenant_id}\0{kind}\0{value}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def lead_json(row: Any) -> LeadDict:
     """A lead as the API shows it (and as lead events carry it)."""
     lead = {"id": row["id"]}
-    lead.update({col: row[col] for col in sql.WRITABLE})
+    lead.update({col: row[col] for col in WRITABLE})
     lead["opted_out_at"] = row["opted_out_at"]
     lead["created_at"] = row["created_at"]
     lead["updated_at"] = row["updated_at"]
@@ -89,59 +142,23 @@ def resolve_stage(pipeline: Pipeline, name: str) -> str:
     return stage
 
 
-def _key_lock_ids(tenant_id: str, values: dict[str, Any], match_phone: bool) -> list[int]:
-    kinds = ["external_id", "email"] + (["phone"] if match_phone else [])
-    ids = set()
-    for kind in kinds:
-        if value := values.get(kind):
-            digest = hashlib.blake2b(f"{tenant_id}\0{kind}\0{value}".encode(), digest_size=8)
-            ids.add(int.from_bytes(digest.digest(), "big", signed=True))
-    return sorted(ids)
-
-
-async def ingest(
-    tx: Tx, who: Principal, postback: PostbackIn, default_region: str | None
-) -> IngestResult:
-    """Apply one postback: the contract's matching order, merge rules and stage pipeline."""
+def prepare(who: Principal, postback: PostbackIn, default_region: str | None) -> Postback:
+    """Normalise a validated postback; a 400 for what cannot be normalised or is unknown."""
     values = normalized_values(postback, default_region)
     custom = {**(postback.custom_data or {}), **(postback.model_extra or {})}
     if custom:
         values["custom_data"] = custom
     target = resolve_stage(who.pipeline, postback.stage) if postback.stage else None
-    now = datetime.now(UTC)
-    conn = tx.conn
-
-    if postback.lead_id:
-        row = await conn.fetchrow(sql.LOCK_LEAD, postback.lead_id, who.tenant_id)
-        if row is None:
-            raise NotFound(f"no lead with id {postback.lead_id!r}")
-    else:
-        if lock_ids := _key_lock_ids(who.tenant_id, values, who.match_phone):
-            await conn.execute(sql.LOCK_MATCH_KEYS, lock_ids)
-        row = await conn.fetchrow(
-            sql.MATCH_LEAD,
-            who.tenant_id,
-            values.get("external_id"),
-            values.get("email"),
-            values.get("phone") if who.match_phone else None,
-        )
-
-    if row is None:
-        lead = await create_lead(tx, who.pipeline, values, target or who.pipeline.stages[0], now)
-        return IngestResult(lead, created=True, stage_ignored=False)
-
-    current = lead_json(row)
-    merged = merge(current, values)
-    move, stage_ignored = None, False
-    if target is not None and target != current["stage"]:
-        forward = who.pipeline.is_forward(current["stage"], target)
-        if forward or postback.force_stage:
-            merged["stage"] = target
-            move = StageMove(current["stage"], target, forced=not forward)
-        else:
-            stage_ignored = True
-    lead = await save_change(tx, current, merged, move, now)
-    return IngestResult(lead, created=False, stage_ignored=stage_ignored)
+    return Postback(
+        tenant_id=who.tenant_id,
+        key_id=who.key_id,
+        pipeline=who.pipeline,
+        match_phone=who.match_phone,
+        lead_id=postback.lead_id,
+        values=values,
+        target=target,
+        force=postback.force_stage,
+    )
 
 
 def merge(current: LeadDict, values: dict[str, Any]) -> LeadDict:
@@ -157,86 +174,159 @@ def merge(current: LeadDict, values: dict[str, Any]) -> LeadDict:
     return merged
 
 
-async def create_lead(
-    tx: Tx, pipeline: Pipeline, values: dict[str, Any], stage: str, now: datetime
-) -> LeadDict:
-    lead: LeadDict = {"id": new_id(LEAD_PREFIX)}
-    lead.update({col: values.get(col) for col in sql.WRITABLE})
-    lead["stage"] = stage
-    lead["custom_data"] = values.get("custom_data", {})
-    lead["opted_out_at"] = None
-    lead["created_at"] = lead["updated_at"] = now
-    furthest = stage if stage in pipeline.stages else pipeline.stages[0]
-    async with _naming_conflicts():
-        await tx.conn.execute(
-            sql.INSERT_LEAD,
-            lead["id"],
-            tx.tenant_id,
-            now,
-            furthest,
-            tx.key_id,
-            *(lead[c] for c in sql.WRITABLE),
-        )
-    await tx.emit(Event("lead.created", lead, now, lead["id"]))
-    return lead
+def furthest(pipeline: Pipeline, reached: str | None, stage: str) -> str | None:
+    """The furthest pipeline stage a lead has reached, once it is at `stage`."""
+    rank = {s: i for i, s in enumerate(pipeline.stages, start=1)}
+    return stage if rank.get(stage, 0) > rank.get(reached or "", 0) else reached
 
 
-async def save_change(
-    tx: Tx,
-    current: LeadDict,
-    merged: LeadDict,
-    move: StageMove | None,
-    now: datetime,
-) -> LeadDict:
-    """Write a changed lead, its stage move and its events; a change of nothing writes nothing."""
-    changed = {col for col in sql.WRITABLE if merged[col] != current[col]}
-    if not changed:
-        return current
-    merged["updated_at"] = now
-    async with _naming_conflicts():
-        reached = move.to_stage if move is not None else None
-        await tx.conn.execute(
-            sql.UPDATE_LEAD, merged["id"], now, reached, *(merged[c] for c in sql.WRITABLE)
-        )
+def change_events(
+    lead: LeadDict, changed: set[str], move: StageMove | None, at: datetime
+) -> list[Event]:
+    """`lead.updated` for a change of fields, `lead.stage_changed` for a move (or both)."""
     events = []
     if changed - {"stage"}:
-        events.append(Event("lead.updated", merged, now, merged["id"]))
+        events.append(Event("lead.updated", dict(lead), at, lead["id"]))
     if move is not None:
-        await tx.conn.execute(
-            sql.INSERT_STAGE_CHANGE,
-            tx.tenant_id,
-            merged["id"],
-            move.from_stage,
-            move.to_stage,
-            move.forced,
-            tx.key_id,
-            now,
-        )
-        events.append(
-            Event("lead.stage_changed", {**merged, "previous_stage": move.from_stage}, now,
-                  merged["id"])
-        )  # fmt: skip
-    await tx.emit(*events)
-    return merged
+        data = {**lead, "previous_stage": move.from_stage}
+        events.append(Event("lead.stage_changed", data, at, lead["id"]))
+    return events
 
 
-class _naming_conflicts:
-    """Turn a unique-index violation into a 409 that names the field another lead holds."""
+class Batch:
+    """Resolves postbacks in arrival order against the leads known to the batch.
 
-    async def __aenter__(self) -> None:
+    `candidates` are the current rows (with `tenant_id` and `furthest_stage`) of every lead that
+    any postback's keys could match, locked by the caller. Leads created or changed by earlier
+    postbacks of the batch are matched by later ones, by their keys as they now are.
+    """
+
+    def __init__(self, candidates: list[Any], now: datetime) -> None:
+        self.now = now
+        self.plan = Plan()
+        self._leads: dict[str, LeadDict] = {}
+        self._meta: dict[str, dict[str, Any]] = {}  # tenant_id, furthest_stage, new, dirty
+        self._unique: dict[tuple[str, str, str], str] = {}
+        self._phones: dict[tuple[str, str], list[str]] = {}
+        for row in sorted(candidates, key=lambda r: (r["created_at"], r["id"])):
+            lead = lead_json(row)
+            self._add(lead, row["tenant_id"], row["furthest_stage"], new=False)
+
+    def _add(self, lead: LeadDict, tenant_id: str, reached: str | None, *, new: bool) -> None:
+        self._leads[lead["id"]] = lead
+        self._meta[lead["id"]] = {"tenant_id": tenant_id, "furthest": reached, "new": new}
+        self._index(lead, tenant_id)
+
+    def _index(self, lead: LeadDict, tenant_id: str) -> None:
+        for kind in UNIQUE_KEYS:
+            if lead[kind] is not None:
+                self._unique[(tenant_id, kind, lead[kind])] = lead["id"]
+        if lead["phone"] is not None:
+            self._phones.setdefault((tenant_id, lead["phone"]), []).append(lead["id"])
+
+    def _unindex(self, lead: LeadDict, tenant_id: str) -> None:
+        for kind in UNIQUE_KEYS:
+            if lead[kind] is not None:
+                self._unique.pop((tenant_id, kind, lead[kind]), None)
+        if lead["phone"] is not None:
+            self._phones[(tenant_id, lead["phone"])].remove(lead["id"])
+
+    def match(self, p: Postback) -> LeadDict | None:
+        if p.lead_id is not None:
+            lead = self._leads.get(p.lead_id)
+            if lead is None or self._meta[p.lead_id]["tenant_id"] != p.tenant_id:
+                raise NotFound(f"no lead with id {p.lead_id!r}")
+            return lead
+        for kind in UNIQUE_KEYS:
+            value = p.values.get(kind)
+            if value and (found := self._unique.get((p.tenant_id, kind, value))):
+                return self._leads[found]
+        if p.phone and (same := self._phones.get((p.tenant_id, p.phone))):
+            return self._leads[same[0]]  # the oldest lead with this phone
         return None
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if isinstance(exc, asyncpg.UniqueViolationError):
-            field = _UNIQUE_FIELDS.get(exc.constraint_name or "", "lead")
-            raise Conflict(
-                f"another lead of this tenant already has this {field}",
-                fields={field: "already used by another lead"},
-            ) from exc
+    def apply(self, p: Postback) -> None:
+        """Resolve one postback; its outcome (or its 4xx) is appended to the plan."""
+        outcome: IngestResult | ApiError
+        try:
+            lead = self.match(p)
+            outcome = self._create(p) if lead is None else self._update(p, lead)
+        except ApiError as e:
+            outcome = e
+        self.plan.outcomes.append(outcome)
+
+    def _create(self, p: Postback) -> IngestResult:
+        stage = p.target or p.pipeline.stages[0]
+        lead: LeadDict = {"id": new_id(LEAD_PREFIX)}
+        lead.update({col: p.values.get(col) for col in WRITABLE})
+        lead["stage"] = stage
+        lead["custom_data"] = p.values.get("custom_data", {})
+        lead["opted_out_at"] = None
+        lead["created_at"] = lead["updated_at"] = self.now
+        reached = stage if stage in p.pipeline.stages else p.pipeline.stages[0]
+        self._add(lead, p.tenant_id, reached, new=True)
+        self.plan.history.append(
+            HistoryRow(p.tenant_id, lead["id"], StageMove(None, stage, False), p.key_id)
+        )
+        self.plan.events.append(
+            (p.tenant_id, Event("lead.created", dict(lead), self.now, lead["id"]))
+        )
+        return IngestResult(dict(lead), created=True, stage_ignored=False)
+
+    def _update(self, p: Postback, current: LeadDict) -> IngestResult:
+        merged = merge(current, p.values)
+        move, stage_ignored = None, False
+        if p.target is not None and p.target != current["stage"]:
+            forward = p.pipeline.is_forward(current["stage"], p.target)
+            if forward or p.force:
+                merged["stage"] = p.target
+                move = StageMove(current["stage"], p.target, forced=not forward)
+            else:
+                stage_ignored = True
+        changed = {col for col in WRITABLE if merged[col] != current[col]}
+        if not changed:
+            return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
+        self._refuse_taken_keys(p.tenant_id, current, merged)
+        meta = self._meta[current["id"]]
+        self._unindex(current, p.tenant_id)
+        merged["updated_at"] = self.now
+        current.clear()
+        current.update(merged)
+        self._index(current, p.tenant_id)
+        meta["dirty"] = True
+        if move is not None:
+            meta["furthest"] = furthest(p.pipeline, meta["furthest"], move.to_stage)
+            self.plan.history.append(HistoryRow(p.tenant_id, current["id"], move, p.key_id))
+        for event in change_events(current, changed, move, self.now):
+            self.plan.events.append((p.tenant_id, event))
+        return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
+
+    def _refuse_taken_keys(self, tenant_id: str, current: LeadDict, merged: LeadDict) -> None:
+        for kind in UNIQUE_KEYS:
+            if merged[kind] == current[kind] or merged[kind] is None:
+                continue
+            holder = self._unique.get((tenant_id, kind, merged[kind]))
+            if holder is not None and holder != current["id"]:
+                raise Conflict(
+                    f"another lead of this tenant already has this {kind}",
+                    fields={kind: "already used by another lead"},
+                )
+
+    def finish(self) -> Plan:
+        """The plan: each lead written once, in its final state."""
+        for lead_id, lead in self._leads.items():
+            meta = self._meta[lead_id]
+            row = {**lead, "tenant_id": meta["tenant_id"], "furthest_stage": meta["furthest"]}
+            if meta["new"]:
+                self.plan.inserts.append(row)
+            elif meta.get("dirty"):
+                self.plan.updates.append(row)
+        return self.plan
 
 
-async def get_lead(conn: Conn | asyncpg.Pool, tenant_id: str, lead_id: str) -> LeadDict:
-    row = await conn.fetchrow(sql.GET_LEAD, lead_id, tenant_id)
-    if row is None:
-        raise NotFound(f"no lead with id {lead_id!r}")
-    return lead_json(row)
+def plan(candidates: list[Any], postbacks: list[Postback], now: datetime) -> Plan:
+    """Resolve `postbacks` in arrival order against `candidates` (see `Batch`)."""
+    batch = Batch(candidates, now)
+    for p in postbacks:
+        batch.apply(p)
+    return batch.finish()

@@ -1,27 +1,84 @@
-"""The leads' SQL, named. Column lists come from one tuple, never from input."""
+"""The leads' SQL, named. Column lists come from one tuple, never from input.
+
+The hot path (a batch of postbacks) is three statements whatever the batch holds: lock the
+matching keys (`gateway.db.lock_keys`), fetch the leads they could match, write every new lead,
+change and history row.
+Each lookup is an equality on a whole index key, so it stays an index scan whatever plan the
+statement cache holds and however large the table has grown.
+"""
 
 from __future__ import annotations
 
-from gateway.leads.models import NUMBER_FIELDS, TEXT_FIELDS
+from gateway.leads.ingest import WRITABLE
+from gateway.leads.models import NUMBER_FIELDS
 
-# The columns a postback or PATCH writes, in the order every query below binds them.
-WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
 _COLS = ", ".join(WRITABLE)
 _SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at FROM leads"
+_TYPES = {c: "float8" for c in ("form_completion_percent", "estimated_value")}
+_TYPES |= {c: "int4" for c in NUMBER_FIELDS if c not in _TYPES} | {"custom_data": "jsonb"}
 
-# A new lead and the first entry of its stage history, in one statement.
-# $4: the furthest stage reached; $5: the API key; then the writable columns.
-INSERT_LEAD = (
-    "WITH lead AS (INSERT INTO leads (id, tenant_id, created_at, updated_at, furthest_stage, "
-    f"{_COLS}) VALUES ($1, $2, $3, $3, $4, "
-    + ", ".join(f"${i}" for i in range(6, 6 + len(WRITABLE)))
-    + ") RETURNING id, tenant_id, stage, created_at) "
-    "INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at) "
-    "SELECT tenant_id, id, NULL, stage, false, $5, created_at FROM lead"
+
+def _unnest(first: int, columns: tuple[str, ...]) -> str:
+    """`unnest($first::t[], …) AS u (c, …)`, each column typed as the table has it."""
+    args = ", ".join(f"${i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns, first))
+    return f"unnest({args}) AS u ({', '.join(columns)})"
+
+
+# Every live lead any postback of the batch could match, by each of its keys: our id, external
+# id, email, phone ($5 is NULL where the tenant does not match on phone). Locked in id order, so
+# two batches locking the same leads take them in the same order.
+FETCH_CANDIDATES = f"""
+SELECT l.id, l.tenant_id, l.furthest_stage, {", ".join(f"l.{c}" for c in WRITABLE)},
+       l.opted_out_at, l.created_at, l.updated_at
+FROM (
+    SELECT DISTINCT m.id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS q (tenant_id, lead_id, external_id, email, phone)
+    CROSS JOIN LATERAL (
+        SELECT id FROM leads WHERE id = q.lead_id AND tenant_id = q.tenant_id
+        UNION ALL
+        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND external_id = q.external_id
+        UNION ALL
+        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND email = q.email
+        UNION ALL
+        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND phone = q.phone
+    ) AS m
+) AS c
+JOIN leads l ON l.id = c.id
+WHERE l.deleted_at IS NULL
+ORDER BY l.id
+FOR UPDATE OF l
+"""
+
+_ROW = ("id", "tenant_id", "furthest_stage", *WRITABLE)
+_HISTORY = ("tenant_id", "lead_id", "from_stage", "to_stage", "forced", "api_key_id")
+_N = len(_ROW)
+
+# A batch's leads in one statement: $1 the batch's time; new leads (each in its final state, its
+# history written beside it), changed leads, and every stage history row.
+WRITE_LEADS = f"""
+WITH inserted AS (
+    INSERT INTO leads (id, tenant_id, furthest_stage, {_COLS}, created_at, updated_at)
+    SELECT u.*, $1, $1 FROM {_unnest(2, _ROW)}
+), updated AS (
+    UPDATE leads SET updated_at = $1, furthest_stage = u.furthest_stage,
+        {", ".join(f"{c} = u.{c}" for c in WRITABLE)}
+    FROM {_unnest(2 + _N, _ROW)}
+    WHERE leads.id = u.id AND leads.tenant_id = u.tenant_id
 )
+INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at)
+SELECT h.*, $1 FROM unnest(${2 + 2 * _N}::text[], ${3 + 2 * _N}::text[], ${4 + 2 * _N}::text[],
+                           ${5 + 2 * _N}::text[], ${6 + 2 * _N}::bool[], ${7 + 2 * _N}::text[])
+    AS h ({", ".join(_HISTORY)})
+"""
+LEAD_ROW = _ROW
 
-# $3: a stage the lead moved to; it becomes the furthest reached if it ranks higher in the
-# tenant's pipeline than the furthest so far (a forced move back lowers nothing).
+GET_LEAD = f"{_SELECT} WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+
+LOCK_LEAD = f"{GET_LEAD} FOR UPDATE"
+
+# A manual change of one lead (PATCH). $3: a stage the lead moved to; it becomes the furthest
+# reached if it ranks higher in the tenant's pipeline than the furthest so far.
 UPDATE_LEAD = (
     "UPDATE leads SET updated_at = $2, furthest_stage = CASE"
     " WHEN coalesce(array_position(t.stages, $3::text), 0)"
@@ -30,25 +87,6 @@ UPDATE_LEAD = (
     + ", ".join(f"{col} = ${i}" for i, col in enumerate(WRITABLE, start=4))
     + " FROM tenants t WHERE leads.id = $1 AND t.id = leads.tenant_id"
 )
-
-GET_LEAD = f"{_SELECT} WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
-
-LOCK_LEAD = f"{GET_LEAD} FOR UPDATE"
-
-# First hit wins: external id, then email, then phone (NULL when the tenant does not match on
-# phone). The caller holds advisory locks on these keys, so no concurrent postback can insert a
-# lead with them between this read and its own insert.
-MATCH_LEAD = f"""{_SELECT}
-WHERE tenant_id = $1 AND deleted_at IS NULL
-  AND (external_id = $2 OR email = $3 OR phone = $4)
-ORDER BY (external_id = $2) IS TRUE DESC, (email = $3) IS TRUE DESC, created_at
-LIMIT 1 FOR UPDATE"""
-
-# Transaction-scoped locks on the matching keys, taken in ascending order so two postbacks that
-# share several keys cannot deadlock.
-LOCK_MATCH_KEYS = """
-SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k
-"""
 
 INSERT_STAGE_CHANGE = """
 INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at)

@@ -14,7 +14,8 @@ from aiohttp import web
 
 from gateway import idempotency, jsonio, metrics
 from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
-from gateway.changes import run_change
+from gateway.batcher import Outcome
+from gateway.changes import run_batched, run_change
 from gateway.db import Conn
 from gateway.deliveries.views import recent_deliveries
 from gateway.errors import ApiError, InvalidRequest, NotFound
@@ -24,13 +25,12 @@ from gateway.keys import Principal
 from gateway.leads import sql
 from gateway.leads.ingest import (
     IngestResult,
+    Postback,
     StageMove,
-    get_lead,
-    ingest,
     lead_json,
     normalized_values,
+    prepare,
     resolve_stage,
-    save_change,
 )
 from gateway.leads.models import (
     DeletedResponse,
@@ -41,6 +41,7 @@ from gateway.leads.models import (
     LeadResponse,
     PostbackIn,
 )
+from gateway.leads.store import apply_postbacks, get_lead, patch_lock_ids, save_change
 from gateway.middleware import requires
 from gateway.openapi import Operation
 
@@ -56,16 +57,27 @@ def _ingest_response(result: IngestResult) -> web.Response:
     return json_response(payload, status=201 if result.created else 200)
 
 
+async def _apply_postbacks(
+    conn: Conn, postbacks: list[Postback], now: datetime
+) -> tuple[list[Outcome], list[tuple[str, Event]]]:
+    """The batcher's set-based kind for postbacks: each answered with its own outcome."""
+    plan = await apply_postbacks(conn, postbacks, now)
+    outcomes = [o if isinstance(o, ApiError) else _ingest_response(o) for o in plan.outcomes]
+    return outcomes, plan.events
+
+
 async def _run_postback(request: web.Request, fields: dict[str, Any], body: bytes) -> web.Response:
     postback = validate(PostbackIn, fields)
-    who = request[PRINCIPAL]
-    region = request.app[SETTINGS].default_phone_region
-
-    async def change(tx: Tx) -> web.Response:
-        return _ingest_response(await ingest(tx, who, postback, region))
-
+    prepared = prepare(request[PRINCIPAL], postback, request.app[SETTINGS].default_phone_region)
     # A GET postback is a pixel: it carries no Idempotency-Key; matching deduplicates it.
-    response = await run_change(request, body, change, idempotent=request.method == "POST")
+    response = await run_batched(
+        request,
+        body,
+        _apply_postbacks,
+        prepared,
+        idempotent=request.method == "POST",
+        lock_ids=prepared.lock_ids(),
+    )
     if response.headers.get(idempotency.REPLAYED_HEADER):
         metrics.INGEST.labels("replayed").inc()
     else:
@@ -217,7 +229,8 @@ async def patch_lead(request: web.Request) -> web.Response:
         await save_change(tx, current, merged, move, datetime.now(UTC))
         return json_response(await _detail(tx.conn, who, lead_id))
 
-    return await run_change(request, body, change)
+    # The keys it gives the lead are locked as a postback's are, so the two serialise.
+    return await run_change(request, body, change, lock_ids=patch_lock_ids(who.tenant_id, values))
 
 
 @requires("manage")

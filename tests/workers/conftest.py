@@ -26,7 +26,6 @@ FAST = {
     "retry_schedule": (0.0, 0.2, 0.2, 0.2),
     "delivery_timeout": 2.0,
     "relay_interval": 0.2,
-    "relay_requeue_after": 1.0,
     "circuit_failures": 50,
     "circuit_cooldown": 1.0,
 }

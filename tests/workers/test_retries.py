@@ -311,7 +311,7 @@ async def test_stop_cancels_a_scheduled_follow_up(
     assert await response.json() == {"cancelled": 1}
     assert (await delivery_of_event(conn, follow_up["id"]))["state"] == "cancelled"
 
-    # As if its 30 s had passed. A later follow-up, which only the relay can find, arrives; the
+    # As if its 30 s had passed. A later follow-up arrives; the
     # cancelled one, due before it, must not have come with it.
     await conn.execute("UPDATE deliveries SET next_attempt_at = now() WHERE id = $1", row["id"])
     later = await publish(client, tenant, type="followup.day4", delay=0.3)

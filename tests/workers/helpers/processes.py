@@ -18,12 +18,12 @@ import orjson
 HERE = Path(__file__).parent
 LEADGATE = Path(sys.executable).parent / "leadgate"
 
-# A worker as fast as the in-process ones: short retries, timeouts and relay sweeps.
+# A worker as fast as the in-process ones: short retries and timeouts, and a short longest
+# wait between looks in Postgres.
 FAST_WORKER_ENV = {
     "LEADGATE_RETRY_SCHEDULE": "0,0.2,0.2",
     "LEADGATE_DELIVERY_TIMEOUT": "1",
     "LEADGATE_RELAY_INTERVAL": "0.2",
-    "LEADGATE_RELAY_REQUEUE_AFTER": "1",
     "LEADGATE_ALLOW_PRIVATE_DESTINATIONS": "true",
     "LEADGATE_LOG_FORMAT": "json",
 }
