@@ -1,5 +1,19 @@
 -- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
 -- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
+--
+-- schema-version: 2
+-- Raise the version with every change to this file. Changes are expand/contract
+-- (docs/MIGRATIONS.md): a release adds what it needs, and drops only what the release before it
+-- had already stopped using.
+
+-- Each schema.sql `leadgate migrate` applied: its declared version, its SHA-256 and the release.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version           integer NOT NULL,
+    checksum          text NOT NULL,
+    leadgate_version  text NOT NULL,
+    applied_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (version, checksum)
+);
 
 CREATE TABLE IF NOT EXISTS tenants (
     id            text PRIMARY KEY,

@@ -121,12 +121,29 @@ def main(ctx: click.Context, config: Path | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--check", is_flag=True, help="Apply nothing; exit 1 if the database is behind this release."
+)
 @click.pass_context
-def migrate(ctx: click.Context) -> None:
-    """Apply schema.sql (idempotent)."""
+def migrate(ctx: click.Context, check: bool) -> None:
+    """Bring the schema to this release's version; safe from several replicas at once."""
+    from gateway import migrations
+
     url = database_url(_settings(ctx))
-    _run(db.migrate(url))
-    console.print("[green]schema is up to date[/green]")
+    try:
+        if check:
+            found = _run(migrations.status(url))
+            if not found.up_to_date:
+                raise click.ClickException(found.describe())
+            console.print(found.describe())
+            return
+        before = _run(migrations.migrate(url, progress=console.print))
+    except migrations.MigrationError as e:
+        raise click.ClickException(str(e)) from e
+    if before.up_to_date:
+        console.print(before.describe())
+    else:
+        console.print(f"[green]applied schema version {before.schema.version}[/green]")
 
 
 @main.command()

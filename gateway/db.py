@@ -1,23 +1,19 @@
-"""Postgres: the connection pool, the schema migration, and what its errors mean.
+"""Postgres: the connection pool, what its errors mean, and the way in to the schema migration
+(`gateway.migrations`).
 
 jsonb columns are exchanged as Python objects through orjson, so no query encodes JSON by hand.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 from asyncpg.pool import PoolConnectionProxy
 
+from gateway import migrations
 from gateway.errors import Conflict
-
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
-
-# A fixed advisory-lock id so that two `leadgate migrate` runs never apply the schema at once.
-_MIGRATE_LOCK = 0x1EAD6A7E
 
 # A connection of our own or one borrowed from the pool: queries take either.
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -99,11 +95,6 @@ async def lock_keys(conn: Conn, lock_ids: list[int]) -> None:
 
 
 async def migrate(dsn: str) -> None:
-    """Apply schema.sql; idempotent, so running it twice changes nothing."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATE_LOCK)
-            await conn.execute(SCHEMA_PATH.read_text())
-    finally:
-        await conn.close()
+    """Bring the schema to this release's version (`gateway.migrations`): idempotent, and safe
+    to run from several replicas at once."""
+    await migrations.migrate(dsn)

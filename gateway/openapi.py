@@ -7,12 +7,14 @@ same list, so the document can only describe what the server does.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from gateway.constants import MAX_IDEMPOTENCY_KEY
 from gateway.http import FORM_TYPE, JSON_TYPE
 from gateway.middleware import Handler
 
@@ -28,6 +30,19 @@ _ERROR_TEXT = {
     422: "The idempotency key was used with a different request.",
     429: "The API key's rate limit is spent; Retry-After says when to try again.",
 }
+# What an operation that honours Idempotency-Key may answer because of the key alone: a bad key
+# (400), the same key still in flight (409), the key used before with another request (422).
+_IDEMPOTENCY_ERRORS = {400, 409, 422}
+IDEMPOTENCY_PARAMETER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "description": "Printable text. The request runs at most once per key (for 24 hours, "
+    "per tenant); a retry with the same key replays the first response.",
+}
+# How an HTML form fills custom data: one field per key (`http.pairs_to_fields`).
+CUSTOM_FIELD_PATTERN = r"^custom_data\[[^\]]+\]$"
 
 
 @dataclass(frozen=True)
@@ -40,12 +55,16 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     forms: bool = False  # the body may also be a url-encoded form
+    idempotent: bool = False  # honours Idempotency-Key (its change runs through run_change)
     response: type[BaseModel] | None = None
     statuses: tuple[int, ...] = (200,)
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = field(default_factory=tuple)
     extra_parameters: tuple[dict[str, Any], ...] = ()
     operation_id: str | None = None  # when one handler serves two routes
+
+
+_SCHEMA_REF = "#/components/schemas/"
 
 
 class ErrorDetail(BaseModel):
@@ -66,8 +85,11 @@ def build_document(operations: list[Operation], version: str) -> dict[str, Any]:
     keyed: list[tuple[type[BaseModel], Literal["validation"]]] = [
         (m, "validation") for m in sorted(models, key=lambda m: m.__name__)
     ]
-    refs, defs = models_json_schema(keyed, ref_template="#/components/schemas/{model}")
+    refs, defs = models_json_schema(keyed, ref_template=_SCHEMA_REF + "{model}")
     schemas = defs.get("$defs", {})
+    forms = {op.body for op in operations if op.forms and op.body is not None}
+    for model in sorted(forms, key=lambda m: m.__name__):
+        schemas[form_schema_name(model)] = form_variant(schemas[model.__name__])
 
     def ref(model: type[BaseModel]) -> dict[str, Any]:
         return refs[(model, "validation")]
@@ -106,7 +128,7 @@ def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, An
     if op.body is not None:
         content = {JSON_TYPE: {"schema": ref(op.body)}}
         if op.forms:
-            content[FORM_TYPE] = {"schema": ref(op.body)}
+            content[FORM_TYPE] = {"schema": {"$ref": _SCHEMA_REF + form_schema_name(op.body)}}
         doc["requestBody"] = {"required": True, "content": content}
     for status in op.statuses:
         ok: dict[str, Any] = {"description": _OK_TEXT[status]}
@@ -114,7 +136,10 @@ def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, An
             ok["content"] = {JSON_TYPE: {"schema": ref(op.response)}}
         doc["responses"][str(status)] = ok
     error_ref = ref(ErrorBody)
+    if op.idempotent:
+        doc["parameters"].append(IDEMPOTENCY_PARAMETER)
     codes = set(op.errors) | ({401, 403, 429} if op.scope else set())
+    codes |= _IDEMPOTENCY_ERRORS if op.idempotent else set()
     for code in sorted(codes):
         doc["responses"][str(code)] = {
             "description": _ERROR_TEXT[code],
@@ -124,6 +149,35 @@ def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, An
         doc["security"] = [{"bearer": []}, {"apiKey": []}]
         doc["description"] = f"Needs an API key with the `{op.scope}` scope."
     return doc
+
+
+def form_schema_name(model: type[BaseModel]) -> str:
+    return f"{model.__name__}Form"
+
+
+def form_variant(schema: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body's schema as an HTML form posts it: flat fields, custom data as
+    `custom_data[key]` fields.
+
+    The form gets a schema of its own, not the JSON body's: a generated client chooses the
+    content type by the class of the body it is given, so one class for both would send every
+    body as whichever content type it tests last.
+    """
+    form = copy.deepcopy(schema)
+    form["title"] = f"{schema['title']}Form"
+    custom = form["properties"].pop("custom_data", None)
+    if custom is not None:
+        text = {"type": "string", "description": custom.get("description", "")}
+        form["patternProperties"] = {CUSTOM_FIELD_PATTERN: text}
+    # A form has no null and no nested object, so an example that uses either is not a form's.
+    examples = [e for e in form.pop("examples", ()) if all(_is_form_value(v) for v in e.values())]
+    if examples:
+        form["examples"] = examples
+    return form
+
+
+def _is_form_value(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -140,3 +142,16 @@ async def events_of(conn: asyncpg.Connection, tenant_id: str) -> list[dict[str, 
         "SELECT id, type, lead_id, body FROM events WHERE tenant_id = $1 ORDER BY id", tenant_id
     )
     return [{**dict(r), "body": orjson.loads(r["body"])} for r in rows]
+
+
+@pytest.fixture
+async def fresh_database(servers: Servers) -> AsyncIterator[str]:
+    """The URL of a new, empty database on the test server, dropped afterwards."""
+    name = f"leadgate_migrate_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield urlunsplit(urlsplit(servers.database_url)._replace(path=f"/{name}"))
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()

@@ -1,17 +1,18 @@
-"""`leadgate migrate`: schema.sql applied to a fresh database, and applied again to no effect."""
+"""`leadgate migrate`: schema.sql applied to a fresh database, and applied again to no effect.
+
+Applying it again is forced by forgetting the recorded version (a migrate that finds its version
+recorded applies nothing: tests/test_migrations.py).
+"""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from gateway import db
-from tests.conftest import Servers
 
 # The catalog as far as schema.sql can change it: columns, indexes, constraints, triggers,
 # functions and sequences of the public schema, each in a stable order.
@@ -59,21 +60,13 @@ LEAD_FIELDS = {
 }  # fmt: skip
 
 
+async def forget_version(conn: asyncpg.Connection) -> None:
+    """Make the next migrate apply schema.sql again, as over an older version."""
+    await conn.execute("DELETE FROM schema_version")
+
+
 async def snapshot(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
     return {name: [dict(r) for r in await conn.fetch(query)] for name, query in CATALOG.items()}
-
-
-@pytest.fixture
-async def fresh_database(servers: Servers) -> AsyncIterator[str]:
-    """The URL of a new, empty database on the test server, dropped afterwards."""
-    name = f"leadgate_migrate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield urlunsplit(urlsplit(servers.database_url)._replace(path=f"/{name}"))
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
 
 
 @pytest.fixture
@@ -89,6 +82,7 @@ async def test_migrate_twice_changes_no_table_index_or_constraint(
     fresh_database: str, migrated: asyncpg.Connection
 ) -> None:
     before = await snapshot(migrated)
+    await forget_version(migrated)
     await db.migrate(fresh_database)
     after = await snapshot(migrated)
     assert after == before
@@ -99,6 +93,7 @@ async def test_migrate_again_keeps_existing_rows(
     fresh_database: str, migrated: asyncpg.Connection
 ) -> None:
     await migrated.execute("INSERT INTO tenants (id, name) VALUES ('ten_1', 'acme')")
+    await forget_version(migrated)
     await db.migrate(fresh_database)
     rows = await migrated.fetch("SELECT id, name, stages FROM tenants")
     assert [tuple(r) for r in rows] == [
@@ -137,7 +132,8 @@ async def test_every_tenant_owned_table_carries_tenant_id(migrated: asyncpg.Conn
                              WHERE c.table_schema = 'public' AND c.table_name = t.table_name
                                AND c.column_name = 'tenant_id')"""
     )
-    assert {r["table_name"] for r in without} <= {"delivery_attempts"}
+    # schema_version belongs to the installation, not to a tenant.
+    assert {r["table_name"] for r in without} <= {"delivery_attempts", "schema_version"}
 
 
 async def test_api_keys_table_stores_a_hash_and_no_key(migrated: asyncpg.Connection) -> None:

@@ -9,14 +9,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from pydantic import BaseModel
 
 from gateway.app import OPERATIONS
-from gateway.leads.models import IngestResponse, LeadResponse, PostbackIn
+from gateway.leads.models import IngestResponse, LeadPatch, LeadResponse, PostbackIn
 from gateway.openapi import ErrorBody
 from tests.conftest import Tenant
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+FORM = "application/x-www-form-urlencoded"
 SCOPED = [op for op in OPERATIONS if op.scope]
 # Served outside OPERATIONS; the document may describe them too, and nothing else.
 UNSCOPED_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/v1/openapi.json")}
@@ -85,12 +87,44 @@ async def test_postback_body_schema_is_generated_from_postback_model(
     doc = await document(client)
     request_body = doc["paths"]["/v1/postback"]["post"]["requestBody"]["content"]
     assert request_body["application/json"]["schema"] == {"$ref": "#/components/schemas/PostbackIn"}
-    assert request_body["application/x-www-form-urlencoded"]["schema"] == {
-        "$ref": "#/components/schemas/PostbackIn"
-    }
     component = doc["components"]["schemas"]["PostbackIn"]
     assert component == PostbackIn.model_json_schema(ref_template=REF_TEMPLATE)
     assert set(component["properties"]) == set(PostbackIn.model_fields)
+
+
+@pytest.mark.parametrize("model", [PostbackIn, LeadPatch], ids=lambda m: m.__name__)
+async def test_a_form_body_has_its_own_schema_with_custom_data_as_bracketed_fields(
+    client: TestClient[Any, Any], model: type[BaseModel]
+) -> None:
+    doc = await document(client)
+    name = model.__name__
+    json_schema, form = (doc["components"]["schemas"][n] for n in (name, f"{name}Form"))
+    assert set(form["properties"]) == set(json_schema["properties"]) - {"custom_data"}
+    assert form["additionalProperties"] == json_schema["additionalProperties"]
+    assert conforms(doc, f"{name}Form", {"stage": "won", "custom_data[plan]": "pro"}) == []
+    assert conforms(doc, f"{name}Form", {"custom_data[plan]": 3}) != []
+    bodies = [
+        op["requestBody"]["content"]
+        for ops in doc["paths"].values()
+        for op in ops.values()
+        if FORM in op.get("requestBody", {}).get("content", {})
+    ]
+    mine = [c[FORM] for c in bodies if c["application/json"]["schema"]["$ref"].endswith(f"/{name}")]
+    assert mine and all(f["schema"] == {"$ref": f"#/components/schemas/{name}Form"} for f in mine)
+
+
+IDEMPOTENT = [op for op in OPERATIONS if op.idempotent]
+
+
+@pytest.mark.parametrize("op", IDEMPOTENT, ids=[f"{op.method} {op.path}" for op in IDEMPOTENT])
+async def test_an_operation_that_honours_idempotency_keys_declares_the_header(
+    client: TestClient[Any, Any], op: Any
+) -> None:
+    doc = await document(client)
+    described = doc["paths"][op.path][op.method.lower()]
+    headers = [p for p in described["parameters"] if p["in"] == "header"]
+    assert [(p["name"], p["required"]) for p in headers] == [("Idempotency-Key", False)]
+    assert {"400", "409", "422"} <= set(described["responses"])
 
 
 async def test_openapi_document_is_a_valid_openapi_3_1_spec(client: TestClient[Any, Any]) -> None:

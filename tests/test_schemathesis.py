@@ -9,26 +9,21 @@ loaded without a server; the cases run over HTTP against the process the fixture
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from gateway.app import OPERATIONS
-from gateway.embedded import free_port
 from gateway.health import package_version
 from gateway.keys import create_key
 from gateway.openapi import build_document
 from gateway.tenants import create_tenant
 from tests.conftest import Servers
+from tests.live import live_gateway
 
 schema = schemathesis.openapi.from_dict(build_document(OPERATIONS, package_version()))
 
@@ -55,28 +50,8 @@ def live(servers: Servers) -> Iterator[tuple[str, dict[str, str]]]:
             await conn.close()
 
     key = asyncio.run(make_key())
-    port = free_port()
-    leadgate = os.path.join(os.path.dirname(sys.executable), "leadgate")
-    env = {**os.environ, "LEADGATE_DATABASE_URL": servers.database_url,
-           "LEADGATE_REDIS_URL": servers.redis_url, "LEADGATE_PORT": str(port),
-           "LEADGATE_LOG_FORMAT": "json", "LEADGATE_RATE_LIMIT": "1000000"}  # fmt: skip
-    proc = subprocess.Popen(
-        [leadgate, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-    yield base, {"Authorization": f"Bearer {key}"}
-    proc.terminate()
-    proc.wait(10)
+    with live_gateway(servers, LEADGATE_RATE_LIMIT="1000000") as base:
+        yield base, {"Authorization": f"Bearer {key}"}
 
 
 @schema.parametrize()

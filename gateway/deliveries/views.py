@@ -162,6 +162,7 @@ OPERATIONS = [
               "Cancel a lead's pending deliveries", scope="manage", response=Cancelled,
               errors=(404,), tags=("leads",)),
     Operation("POST", "/v1/events", publish_event, "Publish a custom or scheduled event",
-              scope="ingest", body=PublishEvent, response=PublishedResponse, statuses=(201,),
+              scope="ingest", body=PublishEvent, idempotent=True, response=PublishedResponse,
+              statuses=(201,),
               errors=(400, 404, 409, 413, 415, 422), tags=("events",)),
 ]  # fmt: skip
