@@ -225,3 +225,8 @@ CREATE INDEX IF NOT EXISTS leads_tenant_created_id ON leads (tenant_id, created_
 ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
 CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
     ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);
+
+-- An ed25519 endpoint's public key (whpk_…), kept in clear: receivers verify with it. Its
+-- private key, like every other secret, is in `secret` (and `previous_secret`), encrypted under
+-- LEADGATE_SECRET_KEYS.
+ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS public_key text;

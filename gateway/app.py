@@ -12,7 +12,8 @@ from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
-from gateway.appkeys import KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS
+from gateway.appkeys import CIPHER, KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS
+from gateway.crypto import Cipher
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[KEYS] = KeyCache(settings.auth_cache_seconds)
+    app[CIPHER] = Cipher.from_settings(settings)
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)

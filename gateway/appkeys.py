@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from gateway.crypto import Cipher
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
@@ -17,6 +18,7 @@ REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
 LIMITER = web.AppKey("limiter", RateLimiter)
 KEYS = web.AppKey("keys", KeyCache)
+CIPHER = web.AppKey("cipher", Cipher)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

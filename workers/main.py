@@ -20,6 +20,7 @@ from arq.worker import func
 
 from gateway import db
 from gateway.constants import DELIVER_JOB, QUEUE_NAME
+from gateway.crypto import Cipher
 from gateway.queue import arq_pool, deserialize, serialize
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
@@ -45,6 +46,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ),
         slots=asyncio.Semaphore(settings.worker_concurrency),
         endpoint_rate=SlidingWindow(ctx["redis"], window=RATE_WINDOW, prefix="leadgate:rate:"),
+        cipher=Cipher.from_settings(settings),
     )
     ctx[STATE] = state
     ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))

@@ -9,6 +9,7 @@ import aiohttp
 import asyncpg
 from arq.connections import ArqRedis
 
+from gateway.crypto import Cipher
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
 
@@ -29,6 +30,8 @@ class WorkerState:
     slots: asyncio.Semaphore
     # Endpoints' `rate_limit` (per second), shared by every worker through Redis.
     endpoint_rate: SlidingWindow
+    # Decrypts the endpoints' signing secrets, stored encrypted.
+    cipher: Cipher
 
     @property
     def lease_seconds(self) -> float:

@@ -14,7 +14,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import Tenant, events_of
+from tests.conftest import TEST_SECRET_KEYS, Tenant, events_of
 
 Client = TestClient[Any, Any]
 
@@ -310,7 +310,7 @@ async def test_cli_registers_a_hex_source_and_lists_it_without_its_secret(
 
     from gateway.cli import main
 
-    env = {"LEADGATE_DATABASE_URL": servers.database_url}
+    env = {"LEADGATE_DATABASE_URL": servers.database_url, "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS}
     runner = CliRunner()
     added = await asyncio.to_thread(
         runner.invoke, main,
