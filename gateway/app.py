@@ -19,6 +19,7 @@ from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.inbound.views import OPERATIONS as INBOUND_OPERATIONS
+from gateway.invalidation import key_listener
 from gateway.keys import KeyCache
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.metrics import metrics_view
@@ -50,6 +51,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(key_listener)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
     app.router.add_get("/healthz", healthz)

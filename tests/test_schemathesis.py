@@ -28,7 +28,7 @@ from gateway.health import package_version
 from gateway.keys import create_key
 from gateway.openapi import build_document
 from gateway.tenants import create_tenant
-from tests.conftest import Servers
+from tests.conftest import TEST_SECRET_KEYS, Servers
 
 schema = schemathesis.openapi.from_dict(build_document(OPERATIONS, package_version()))
 
@@ -59,7 +59,8 @@ def live(servers: Servers) -> Iterator[tuple[str, dict[str, str]]]:
     leadgate = os.path.join(os.path.dirname(sys.executable), "leadgate")
     env = {**os.environ, "LEADGATE_DATABASE_URL": servers.database_url,
            "LEADGATE_REDIS_URL": servers.redis_url, "LEADGATE_PORT": str(port),
-           "LEADGATE_LOG_FORMAT": "json", "LEADGATE_RATE_LIMIT": "1000000"}  # fmt: skip
+           "LEADGATE_LOG_FORMAT": "json", "LEADGATE_RATE_LIMIT": "1000000",
+           "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS}  # fmt: skip
     proc = subprocess.Popen(
         [leadgate, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
