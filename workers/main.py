@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import prometheus_client
 import structlog
 from arq import Worker
 from arq.worker import func
@@ -24,7 +23,7 @@ from gateway.crypto import Cipher
 from gateway.queue import arq_pool, deserialize, serialize
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
-from workers import relay, sender
+from workers import metricsweb, relay, sender
 from workers.delivery import deliver
 from workers.state import RATE_WINDOW, STATE, WorkerState
 
@@ -32,6 +31,7 @@ log = structlog.get_logger("leadgate.worker")
 
 SETTINGS_KEY = "leadgate_settings"
 RELAY_TASK = "leadgate_relay"
+METRICS_RUNNER = "leadgate_metrics"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -50,8 +50,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx[STATE] = state
     ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
+    ctx[METRICS_RUNNER] = await metricsweb.start(settings)
     log.info("worker_started", concurrency=settings.worker_concurrency)
 
 
@@ -61,6 +60,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await metricsweb.stop(ctx.get(METRICS_RUNNER))
     state: WorkerState | None = ctx.get(STATE)
     if state is not None:
         await state.http.close()
