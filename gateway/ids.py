@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def new_id(prefix: str) -> str:
-    value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    return id_at(prefix, time.time_ns() // 1_000_000, secrets.randbits(80))
+
+
+def floor_id(prefix: str, when: datetime) -> str:
+    """The smallest id of `prefix` made at `when`: every id made before it sorts lower."""
+    return id_at(prefix, int(when.timestamp() * 1000), 0)
+
+
+def id_at(prefix: str, millis: int, tail: int) -> str:
+    value = millis << 80 | tail
     chars = []
     for _ in range(26):
         value, rem = divmod(value, 32)

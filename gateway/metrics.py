@@ -49,6 +49,9 @@ DELIVERY_LATENCY = Histogram(
     "Time from sending a webhook to its response.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+PRUNED = Counter(
+    "leadgate_pruned_rows_total", "Rows removed past their retention, by table.", ["table"]
+)
 DUE_WAITING = Gauge(
     "leadgate_deliveries_due_waiting", "Deliveries due now and not yet attempted successfully."
 )

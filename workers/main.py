@@ -23,7 +23,7 @@ from gateway.crypto import Cipher
 from gateway.queue import arq_pool, deserialize, serialize
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
-from workers import metricsweb, relay, sender
+from workers import metricsweb, relay, retention, sender
 from workers.delivery import deliver
 from workers.state import RATE_WINDOW, STATE, WorkerState
 
@@ -31,6 +31,7 @@ log = structlog.get_logger("leadgate.worker")
 
 SETTINGS_KEY = "leadgate_settings"
 RELAY_TASK = "leadgate_relay"
+RETENTION_TASK = "leadgate_retention"
 METRICS_RUNNER = "leadgate_metrics"
 
 
@@ -50,16 +51,18 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     ctx[STATE] = state
     ctx[RELAY_TASK] = asyncio.create_task(relay.run(state))
+    ctx[RETENTION_TASK] = asyncio.create_task(retention.run(state))
     ctx[METRICS_RUNNER] = await metricsweb.start(settings)
     log.info("worker_started", concurrency=settings.worker_concurrency)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    task: asyncio.Task[None] | None = ctx.get(RELAY_TASK)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for name in (RELAY_TASK, RETENTION_TASK):
+        task: asyncio.Task[None] | None = ctx.get(name)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await metricsweb.stop(ctx.get(METRICS_RUNNER))
     state: WorkerState | None = ctx.get(STATE)
     if state is not None:
