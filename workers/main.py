@@ -43,7 +43,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         pool=await db.create_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max),
         redis=ctx["redis"],
         http=sender.session(
-            settings.worker_concurrency, allow_private=settings.allow_private_destinations
+            settings.worker_concurrency,
+            allow_private=settings.allow_private_destinations,
+            proxy=settings.egress_proxy,
         ),
         slots=asyncio.Semaphore(settings.worker_concurrency),
         endpoint_rate=SlidingWindow(ctx["redis"], window=RATE_WINDOW, prefix="leadgate:rate:"),

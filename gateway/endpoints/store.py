@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp.abc import AbstractResolver
 from pydantic import ValidationError
 
 from gateway.constants import ENDPOINT_PREFIX
@@ -61,9 +62,11 @@ def parse_spec(fields: dict[str, Any]) -> EndpointIn:
         raise EndpointRefused(".".join(map(str, first["loc"])) or "endpoint", first["msg"]) from e
 
 
-async def check_url(url: str, *, allow_private: bool) -> None:
+async def check_url(
+    url: str, *, allow_private: bool, resolver: AbstractResolver | None = None
+) -> None:
     try:
-        await check_destination(url, allow_private=allow_private)
+        await check_destination(url, allow_private=allow_private, resolver=resolver)
     except DestinationRefused as e:
         raise EndpointRefused("url", str(e)) from e
 
@@ -115,10 +118,17 @@ def shown_key(secret: str, public_key: str | None) -> dict[str, str]:
 
 
 async def add_endpoint(
-    conn: Conn, tenant_id: str, spec: EndpointIn, *, allow_private: bool, cipher: Cipher
+    conn: Conn,
+    tenant_id: str,
+    spec: EndpointIn,
+    *,
+    allow_private: bool,
+    cipher: Cipher,
+    resolver: AbstractResolver | None = None,
 ) -> dict[str, Any]:
-    """Check the URL against SSRF rules and the secret against the scheme, then register."""
-    await check_url(spec.url, allow_private=allow_private)
+    """Check the URL against SSRF rules (resolving through `resolver`, or the system's) and
+    the secret against the scheme, then register."""
+    await check_url(spec.url, allow_private=allow_private, resolver=resolver)
     secret, public = new_signing(spec.secret, spec.signature)
     row = await conn.fetchrow(
         sql.CREATE_ENDPOINT,
