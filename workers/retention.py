@@ -15,6 +15,7 @@ side by side never wait on each other), and a pause between batches leaves the h
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -152,9 +153,11 @@ async def run(state: WorkerState) -> None:
     """Prune every LEADGATE_RETENTION_INTERVAL seconds until cancelled; errors wait a turn."""
     while True:
         try:
+            began = time.perf_counter()
             pruned = await prune_once(state.pool, state.settings)
             if pruned.total:
-                log.info("pruned", **asdict(pruned))
+                elapsed_ms = round((time.perf_counter() - began) * 1000, 1)
+                log.info("pruned", elapsed_ms=elapsed_ms, **asdict(pruned))
         except (OSError, asyncpg.PostgresError) as e:
             log.warning("prune_failed", error=type(e).__name__)
         await asyncio.sleep(state.settings.retention_interval)
