@@ -44,9 +44,11 @@ import children
 import redis.asyncio as aioredis
 from leadgate_admin import Leadgate
 
+from gateway import embedded
+
 BENCH_DIR = Path(__file__).resolve().parent
 TABLES = ("events", "deliveries", "delivery_attempts", "idempotency_keys")
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadgate_bench_retention"
+BENCH_DATABASE = "leadgate_bench_retention"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 SIZES = """
 SELECT relname, n_live_tup, pg_total_relation_size(relid) AS bytes
@@ -77,7 +79,11 @@ def options() -> argparse.Namespace:
     parser.add_argument("--retention", type=float, default=30.0, help="seconds kept")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between prunes")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL)
+    parser.add_argument(
+        "--database-url",
+        help="a Postgres with autovacuum on (dropped and recreated); default: an embedded one "
+        "started under --out-dir with Postgres's default settings",
+    )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     parser.add_argument("--out-dir", type=Path, default=Path("/tmp/leadgate-bench-retention"))
     parser.add_argument("--only", default="pruned,kept")
@@ -87,8 +93,19 @@ def options() -> argparse.Namespace:
 
 async def recreate(dsn: str) -> None:
     """Drop the bench database and create it empty (the DSN's database is never kept)."""
-    name = dsn.rsplit("/", 1)[1].split("?")[0]
-    conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres")
+    conn = await asyncpg.connect(dsn)
+    name = await conn.fetchval("SELECT current_database()")
+    await conn.close()
+    conn = await asyncpg.connect(dsn, database="postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def create_empty(url: str, name: str) -> None:
+    conn = await asyncpg.connect(url)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await conn.execute(f'CREATE DATABASE "{name}"')
@@ -235,6 +252,12 @@ def report(results: list[Scenario], opts: argparse.Namespace) -> None:
                 f"{s.bytes.get(t, 0) / 1e6:6.2f}/{s.rows.get(t, 0):<5}" for t in TABLES
             )
             print(f"  {s.at:5.0f}   {sizes}   {sum(s.bytes.values()) / 1e6:7.2f}")
+        if len(result.samples) >= 4:
+            mid, last = result.samples[len(result.samples) // 2], result.samples[-1]
+            grown = (sum(last.bytes.values()) - sum(mid.bytes.values())) / 1e6
+            per_minute = grown / max(last.at - mid.at, 1) * 60
+            print(f"   growth over the second half: {per_minute:+.2f} MB/min "
+                  f"({mid.at:.0f} s to {last.at:.0f} s)")  # fmt: skip
         lat = sorted(result.latencies)
         if lat:
             p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
@@ -252,7 +275,15 @@ def report(results: list[Scenario], opts: argparse.Namespace) -> None:
 async def main() -> None:
     opts = options()
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    results = [await run_scenario(name, opts) for name in opts.only.split(",")]
+    with contextlib.ExitStack() as stack:
+        if opts.database_url is None:
+            # Table sizes stay flat only if (auto)vacuum reclaims what the prune frees: an
+            # embedded server has Postgres's defaults (autovacuum on, a one-minute naptime).
+            url, server = embedded.start_postgres(opts.out_dir / "postgres")
+            stack.callback(server.cleanup)
+            opts.database_url = url.replace("/postgres?", f"/{BENCH_DATABASE}?")
+            await create_empty(url, BENCH_DATABASE)
+        results = [await run_scenario(name, opts) for name in opts.only.split(",")]
     (opts.out_dir / "results.json").write_text(
         json.dumps([asdict(r) | {"latencies": len(r.latencies)} for r in results], indent=1)
     )

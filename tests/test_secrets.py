@@ -133,6 +133,28 @@ async def test_rotate_puts_every_secret_under_the_first_key_and_the_old_key_can_
         Cipher([TEST_SECRET_KEYS]).decrypt(stored[0]["s"])
 
 
+async def test_rotate_reseals_stored_responses_and_leaves_plain_ones_alone(
+    tenant: Tenant, conn: asyncpg.Connection, servers: Servers, cipher: Cipher
+) -> None:
+    secret_body = b'{"data": {"secret": "whsec_replayed"}}'
+    for key, body in (("sealed", cipher.seal(secret_body)), ("plain", b'{"data": {}}')):
+        await conn.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, content_type,"
+            " body) VALUES ($1, $2, '\\x00', 201, 'application/json', $3)",
+            tenant.id, key, body,
+        )  # fmt: skip
+    new = generate_key()
+
+    rotated = await leadgate(servers, "secrets", "rotate", keys=f"{new},{TEST_SECRET_KEYS}")
+
+    assert rotated.exit_code == 0, rotated.output
+    bodies = {
+        r["key"]: r["body"] for r in await conn.fetch("SELECT key, body FROM idempotency_keys")
+    }
+    assert Cipher([new]).unseal(bodies["sealed"]) == secret_body
+    assert bodies["plain"] == b'{"data": {}}'
+
+
 async def test_rotate_without_the_old_key_fails_naming_the_missing_key(
     client: Client, tenant: Tenant, servers: Servers, cipher: Cipher
 ) -> None:
