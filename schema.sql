@@ -253,3 +253,24 @@ CREATE INDEX IF NOT EXISTS deliveries_ordered
 -- Workers claim due deliveries straight from Postgres (deliveries_due); a claim pushes
 -- next_attempt_at to the end of its lease, so a killed worker's deliveries come due again by
 -- themselves. enqueued_at is no longer written.
+
+-- An ed25519 endpoint's public key (whpk_…), kept in clear: receivers verify with it. Its
+-- private key, like every other secret, is in `secret` (and `previous_secret`), encrypted under
+-- LEADGATE_SECRET_KEYS.
+ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS public_key text;
+
+-- A change to an API key or a tenant is announced on the channel `leadgate_auth` when its
+-- transaction commits (NOTIFY is delivered only then), so every gateway process drops the keys
+-- it remembers at once: a revocation, or a tenant's new pipeline, rate limit or phone matching,
+-- holds from the next request on, whichever tool made the change. Keep hot counters off these
+-- rows: every update of one is such an announcement.
+CREATE OR REPLACE FUNCTION leadgate_auth_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('leadgate_auth', TG_TABLE_NAME || ':' || OLD.id);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER api_keys_changed AFTER UPDATE OR DELETE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION leadgate_auth_changed();
+CREATE OR REPLACE TRIGGER tenants_changed AFTER UPDATE OR DELETE ON tenants
+    FOR EACH ROW EXECUTE FUNCTION leadgate_auth_changed();

@@ -40,6 +40,7 @@ from typing import Any
 
 import asyncpg
 import benchdb
+import leadgate_admin
 import psycopg
 from peers.delivery_harness import (
     PEERS_DIR,
@@ -60,6 +61,7 @@ from peers.delivery_harness import (
     worker_argv,
 )
 
+from gateway.crypto import Cipher
 from gateway.events import Event, Outbox
 from gateway.ids import new_id
 from gateway.leads.sql import WRITABLE
@@ -164,6 +166,9 @@ async def write_backlog(dsn: str, tenant_id: str, count: int, at: datetime) -> N
         await conn.close()
 
 
+# The references sign with the endpoint's secret as Leadgate's worker does: decrypted.
+CIPHER = Cipher([leadgate_admin.SECRET_KEYS])
+
 EXPORT = """
 SELECT ep.url, e.id AS event_id, e.body, ep.secret, ep.signature
 FROM deliveries d JOIN events e ON e.id = d.event_id JOIN endpoints ep ON ep.id = d.endpoint_id
@@ -181,7 +186,7 @@ def export_payloads(dsn: str, path: Path) -> int:
                 "url": url,
                 "event_id": event_id,
                 "body": body,
-                "secret": secret,
+                "secret": CIPHER.decrypt_text(secret),
                 "signature": signature,
             }
             out.write(json.dumps(row) + "\n")

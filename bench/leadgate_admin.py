@@ -16,7 +16,12 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.crypto import generate_key
+
 SEED_CONCURRENCY = 16
+# The key every Leadgate process of one bench run encrypts secrets at rest with (they must
+# share it: one process writes an endpoint's secret, another signs with it).
+SECRET_KEYS = os.environ.get("LEADGATE_SECRET_KEYS") or generate_key()
 
 
 class AdminFailed(RuntimeError):
@@ -39,6 +44,7 @@ class Leadgate:
             LEADGATE_REDIS_URL=self.redis_url,
             LEADGATE_HOST="127.0.0.1",
             LEADGATE_LOG_FORMAT="json",
+            LEADGATE_SECRET_KEYS=SECRET_KEYS,
         )
         if port is not None:
             env["LEADGATE_PORT"] = str(port)

@@ -13,13 +13,15 @@ from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
-from gateway.appkeys import BATCHER, KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS, WAKER
+from gateway.appkeys import BATCHER, CIPHER, KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS, WAKER
 from gateway.batcher import Batcher
+from gateway.crypto import Cipher
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
 from gateway.inbound.views import OPERATIONS as INBOUND_OPERATIONS
+from gateway.invalidation import key_listener
 from gateway.keys import KeyCache
 from gateway.leads.views import OPERATIONS as LEAD_OPERATIONS
 from gateway.metrics import metrics_view
@@ -49,10 +51,12 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[KEYS] = KeyCache(settings.auth_cache_seconds)
+    app[CIPHER] = Cipher.from_settings(settings)
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_batcher)
+    app.cleanup_ctx.append(key_listener)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
     app.router.add_get("/healthz", healthz)

@@ -7,6 +7,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from gateway.batcher import Batcher
+from gateway.crypto import Cipher
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
@@ -21,6 +22,7 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 KEYS = web.AppKey("keys", KeyCache)
 WAKER = web.AppKey("waker", Waker)
 BATCHER = web.AppKey("batcher", Batcher)
+CIPHER = web.AppKey("cipher", Cipher)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -21,7 +21,9 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from gateway import db
+from gateway.cli_secrets import secrets_group
 from gateway.constants import SCOPES
+from gateway.crypto import Cipher, SecretKeysMissing
 from gateway.keys import LIST_KEYS, REVOKE_KEY, create_key
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.tenants import (
@@ -63,6 +65,14 @@ def database_url(settings: Settings) -> str:
 
 def redis_url(settings: Settings) -> str:
     return _announced(settings, "redis_url", "redis://127.0.0.1:6379/0")
+
+
+def _cipher(ctx: click.Context) -> Cipher:
+    """What encrypts secrets at rest; without LEADGATE_SECRET_KEYS, an error naming it."""
+    try:
+        return Cipher.from_settings(_settings(ctx))
+    except SecretKeysMissing as e:
+        raise click.ClickException(str(e)) from e
 
 
 def _resolved(settings: Settings) -> Settings:
@@ -120,16 +130,22 @@ def main(ctx: click.Context, config: Path | None) -> None:
         raise click.ClickException(str(e)) from e
 
 
+main.add_command(secrets_group)
+
+
 @main.command()
 @click.option(
     "--check", is_flag=True, help="Apply nothing; exit 1 if the database is behind this release."
 )
 @click.pass_context
 def migrate(ctx: click.Context, check: bool) -> None:
-    """Bring the schema to this release's version; safe from several replicas at once."""
+    """Bring the schema to this release's version; safe from several replicas at once.
+
+    Then encrypt any secret still stored in clear (rows from before secrets were encrypted)."""
     from gateway import migrations
 
-    url = database_url(_settings(ctx))
+    settings = _settings(ctx)
+    url = database_url(settings)
     try:
         if check:
             found = _run(migrations.status(url))
@@ -144,6 +160,27 @@ def migrate(ctx: click.Context, check: bool) -> None:
         console.print(before.describe())
     else:
         console.print(f"[green]applied schema version {before.schema.version}[/green]")
+    _run(_encrypt_clear_secrets(url, settings))
+
+
+async def _encrypt_clear_secrets(url: str, settings: Settings) -> None:
+    """Rows from before secrets were encrypted are encrypted now, when a key is configured."""
+    from gateway.rekey import count_clear, rekey
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not settings.secret_keys:
+            if clear := await count_clear(conn):
+                console.print(
+                    f"[yellow]{clear} rows hold secrets in clear[/yellow]: set "
+                    "LEADGATE_SECRET_KEYS and run `leadgate migrate` again to encrypt them"
+                )
+            return
+        done = await rekey(conn, Cipher.from_settings(settings), only_clear=True)
+        if encrypted := sum(done.changed.values()):
+            console.print(f"encrypted the secrets of {encrypted} rows that held them in clear")
+    finally:
+        await conn.close()
 
 
 @main.command()
@@ -152,6 +189,7 @@ def serve(ctx: click.Context) -> None:
     """Run the HTTP gateway."""
     from gateway.server import serve as run_server
 
+    _cipher(ctx)  # refuse to start without LEADGATE_SECRET_KEYS
     run_server(_resolved(_settings(ctx)))
 
 
@@ -161,6 +199,7 @@ def worker(ctx: click.Context) -> None:
     """Run a delivery worker (arq) with its relay."""
     from workers.main import run_worker
 
+    _cipher(ctx)  # refuse to start without LEADGATE_SECRET_KEYS
     run_worker(_resolved(_settings(ctx)))
 
 
@@ -423,7 +462,7 @@ def endpoints_add(
     from gateway.endpoints.store import EndpointRefused, add_endpoint, parse_spec
 
     settings = _settings(ctx)
-    dsn = database_url(settings)
+    dsn, cipher = database_url(settings), _cipher(ctx)
 
     async def run() -> dict[str, Any]:
         conn = await asyncpg.connect(dsn)
@@ -437,8 +476,9 @@ def endpoints_add(
                 }
             )
             return await add_endpoint(
-                conn, tenant_id, spec, allow_private=settings.allow_private_destinations
-            )
+                conn, tenant_id, spec, allow_private=settings.allow_private_destinations,
+                cipher=cipher,
+            )  # fmt: skip
         finally:
             await conn.close()
 
@@ -519,7 +559,7 @@ async def sources_add(
             {"name": name, "secret": secret, "signature": signature,
              "tolerance_seconds": tolerance}
         )  # fmt: skip
-        source = await add_source(conn, tenant_id, spec)
+        source = await add_source(conn, tenant_id, spec, _cipher(click.get_current_context()))
     except ValidationError as e:
         first = e.errors()[0]
         raise click.BadParameter(first["msg"], param_hint=".".join(map(str, first["loc"]))) from e

@@ -44,3 +44,15 @@ WAKE_JOB_ID = "leadgate:wake"
 DELIVER_JOB = "deliver"
 # Redis pub/sub channel on which every worker publishes each attempt's outcome (`leadgate tail`).
 OUTCOMES_CHANNEL = "leadgate:outcomes"
+
+# The Postgres channel on which a change to an API key or a tenant is announced (schema.sql's
+# trigger); each gateway process listens on it to drop the keys it remembers.
+AUTH_CHANNEL = "leadgate_auth"
+# How often the listening connection proves it still hears the channel (a NOTIFY of its own
+# that must come back), and how long that may take: a connection that died silently is noticed
+# within both, and until it is back the key cache is not trusted.
+AUTH_LISTENER_HEARTBEAT = 2.0
+AUTH_LISTENER_TIMEOUT = 2.0
+# Reconnecting after a lost listener waits this long at first, doubling up to the maximum.
+AUTH_LISTENER_RETRY_MIN = 0.1
+AUTH_LISTENER_RETRY_MAX = 5.0

@@ -2,6 +2,8 @@
 
 Starts an embedded Postgres and Redis under the data folder (only for what is not configured),
 migrates, makes a demo tenant and a fresh key, prints a curl to try, and runs the gateway.
+Unless LEADGATE_SECRET_KEYS is set, the key that encrypts secrets at rest is made once and
+kept in the data folder (`secret.key`, readable by its owner alone).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.console import Console
 
 from gateway import db, embedded
 from gateway.app import create_app
+from gateway.crypto import Cipher, generate_key
 from gateway.devreceiver import DEMO_PATH, receiver_context
 from gateway.endpoints.models import EndpointIn
 from gateway.endpoints.store import add_endpoint
@@ -36,6 +39,7 @@ SELECT id, secret FROM endpoints WHERE tenant_id = $1 AND url = $2 ORDER BY crea
 """
 
 DEMO_TENANT = "demo"
+SECRET_KEY_FILE = "secret.key"
 console = Console(stderr=True)
 
 
@@ -55,6 +59,8 @@ def _servers(settings: Settings) -> Iterator[Settings]:
             url, proc = embedded.start_redis(data_dir / "redis")
             stoppers.append(proc.terminate)
             updates["redis_url"] = url
+        if not settings.secret_keys:
+            updates["secret_keys"] = Settings(secret_keys=dev_secret_key(data_dir)).secret_keys
         settings = settings.model_copy(update=updates)
         announced = data_dir / "urls.json"
         announced.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +72,17 @@ def _servers(settings: Settings) -> Iterator[Settings]:
         (data_dir / "urls.json").unlink(missing_ok=True)
         for stop in reversed(stoppers):
             stop()
+
+
+def dev_secret_key(data_dir: Path) -> str:
+    """The data folder's key for secrets at rest, made on the first start."""
+    path = data_dir / SECRET_KEY_FILE
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Created readable by its owner alone, before the key is written into it.
+        path.touch(mode=0o600)
+        path.write_text(generate_key() + "\n")
+    return path.read_text().strip()
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,7 @@ async def _prepare(settings: Settings) -> Demo:
     assert settings.database_url
     await db.migrate(settings.database_url)
     url = f"http://{settings.host}:{settings.port + 1}{DEMO_PATH}"
+    cipher = Cipher.from_settings(settings)
     conn = await asyncpg.connect(settings.database_url)
     try:
         await db.init_connection(conn)
@@ -90,10 +108,13 @@ async def _prepare(settings: Settings) -> Demo:
             tenant = await create_tenant(conn, DEMO_TENANT)
         _, key = await create_key(conn, tenant["id"], ["ingest", "read", "manage"])
         endpoint: Any = await conn.fetchrow(FIND_DEMO_ENDPOINT, tenant["id"], url)
-        if endpoint is None:
-            spec = EndpointIn(url=url, description="leadgate dev: the demo receiver")
-            endpoint = await add_endpoint(conn, tenant["id"], spec, allow_private=True)
-        return Demo(tenant["id"], key, endpoint["id"], url, endpoint["secret"])
+        if endpoint is not None:
+            return Demo(
+                tenant["id"], key, endpoint["id"], url, cipher.decrypt_text(endpoint["secret"])
+            )
+        spec = EndpointIn(url=url, description="leadgate dev: the demo receiver")
+        added = await add_endpoint(conn, tenant["id"], spec, allow_private=True, cipher=cipher)
+        return Demo(tenant["id"], key, added["id"], url, added["secret"])
     finally:
         await conn.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _last = 0
@@ -22,6 +23,19 @@ def new_id(prefix: str) -> str:
     if value >> 80 <= _last >> 80:
         value = _last + 1
     _last = value
+    return _encode(prefix, value)
+
+
+def floor_id(prefix: str, when: datetime) -> str:
+    """The smallest id of `prefix` made at `when`: every id made before it sorts lower."""
+    return id_at(prefix, int(when.timestamp() * 1000), 0)
+
+
+def id_at(prefix: str, millis: int, tail: int) -> str:
+    return _encode(prefix, millis << 80 | tail)
+
+
+def _encode(prefix: str, value: int) -> str:
     chars = []
     for _ in range(26):
         value, rem = divmod(value, 32)

@@ -81,27 +81,54 @@ async def create_key(conn: Conn, tenant_id: str, scopes: list[str]) -> tuple[asy
 class KeyCache:
     """Who a key is, remembered for a few seconds, so a busy key costs no query per request.
 
-    Only valid keys are kept; a revoked key (or a tenant's changed pipeline) is seen within
-    `ttl` seconds. `ttl=0` turns it off. Bounded: past `max_size` keys it starts afresh.
+    Only valid keys are kept, and only while the cache is trusted: while this process hears
+    every change to keys and tenants (gateway/invalidation.py), which drops all entries at
+    once. Untrusted, the cache is bypassed, so a lost channel costs queries, never a stale
+    answer. `ttl` still bounds every entry; `ttl=0` turns the cache off. A lookup that started
+    before an invalidation is not stored after it (the generation says so). Bounded: past
+    `max_size` keys it starts afresh.
     """
 
     def __init__(self, ttl: float, max_size: int = 10_000) -> None:
         self.ttl = ttl
         self.max_size = max_size
         self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._generation = 0
+        self._trusted = False
+
+    @property
+    def trusted(self) -> bool:
+        return self._trusted
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def get(self, digest: bytes) -> Principal | None:
+        if not self._trusted:
+            return None
         entry = self._entries.get(digest)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
-    def put(self, digest: bytes, principal: Principal) -> None:
-        if self.ttl <= 0:
+    def put(self, digest: bytes, principal: Principal, generation: int) -> None:
+        """Remember `principal`, unless the cache was invalidated since `generation`."""
+        if self.ttl <= 0 or not self._trusted or generation != self._generation:
             return
         if len(self._entries) >= self.max_size:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + self.ttl, principal)
+
+    def invalidate(self) -> None:
+        """Forget every key: one of them, or a tenant, changed."""
+        self._generation += 1
+        self._entries.clear()
+
+    def trust(self, trusted: bool) -> None:
+        """Start or stop trusting the cache; either way it starts empty."""
+        self.invalidate()
+        self._trusted = trusted
 
 
 async def authenticate(
@@ -110,6 +137,7 @@ async def authenticate(
     digest = hash_key(key)
     if cache is not None and (known := cache.get(digest)) is not None:
         return known
+    generation = cache.generation if cache is not None else 0
     row = await conn.fetchrow(AUTHENTICATE, digest)
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
@@ -123,5 +151,5 @@ async def authenticate(
         scope_rate_limits=row["scope_rate_limits"],
     )
     if cache is not None:
-        cache.put(digest, principal)
+        cache.put(digest, principal, generation)
     return principal

@@ -1,17 +1,21 @@
 """Prometheus metrics, defined once. `GET /metrics` serves them with two gauges read from
 Postgres at scrape time (deliveries due and waiting, open circuits); a worker process serves
-its own on LEADGATE_WORKER_METRICS_PORT.
+its own on LEADGATE_WORKER_METRICS_PORT. With LEADGATE_METRICS_TOKEN set, both answer only
+`Authorization: Bearer <token>` (compared in constant time); unset, they are open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from pydantic import SecretStr
 
-from gateway.appkeys import POOL
+from gateway.appkeys import POOL, SETTINGS
+from gateway.errors import Unauthorized
 
 # Route templates, never raw paths, keep label cardinality bounded.
 HTTP_REQUESTS = Counter(
@@ -45,6 +49,9 @@ DELIVERY_LATENCY = Histogram(
     "Time from sending a webhook to its response.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+PRUNED = Counter(
+    "leadgate_pruned_rows_total", "Rows removed past their retention, by table.", ["table"]
+)
 DUE_WAITING = Gauge(
     "leadgate_deliveries_due_waiting", "Deliveries due now and not yet attempted successfully."
 )
@@ -68,7 +75,22 @@ async def refresh_gauges(pool: asyncpg.Pool) -> None:
         pass
 
 
+def allowed(authorization: str | None, token: SecretStr | None) -> bool:
+    """Whether a scrape may read the metrics: always without a token, else with `Bearer token`."""
+    if token is None:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    expected = token.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected)
+
+
+REFUSED = "send `Authorization: Bearer <LEADGATE_METRICS_TOKEN>` to read the metrics"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
 async def metrics_view(request: web.Request) -> web.Response:
+    if not allowed(request.headers.get("Authorization"), request.app[SETTINGS].metrics_token):
+        raise Unauthorized(REFUSED, headers=dict(CHALLENGE))
     await refresh_gauges(request.app[POOL])
     response = web.Response(body=generate_latest())
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,11 +21,20 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.crypto import parse_key
+
 DEFAULT_RETRY_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
 def _split_numbers(value: Any) -> Any:
     """`0,5,300` from the environment; a TOML list passes through."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _split_keys(value: Any) -> Any:
+    """`key1,key2` from the environment; a TOML list passes through."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
@@ -38,7 +48,12 @@ class Settings(BaseSettings):
     """Everything Leadgate can be told; a test builds one with the fields it needs."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LEADGATE_", frozen=True, extra="forbid", validate_default=True
+        env_prefix="LEADGATE_",
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        # A bad secret key (or token) must not be echoed in an error message.
+        hide_input_in_errors=True,
     )
 
     database_url: str | None = Field(
@@ -103,6 +118,21 @@ class Settings(BaseSettings):
     circuit_cooldown: float = Field(60.0, gt=0)
     endpoint_disable_after: float = Field(5 * 86_400, gt=0)
 
+    # Security and data lifetime.
+    secret_keys: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_keys)] = Field(
+        (), description="Keys that encrypt secrets at rest; the first encrypts, all decrypt."
+    )
+    retention_days: float = Field(
+        30.0, ge=0, description="Days ended deliveries and their events are kept; 0: forever."
+    )
+    retention_interval: float = Field(300.0, gt=0, description="Seconds between two prunes.")
+    metrics_token: SecretStr | None = Field(
+        None, description="When set, /metrics needs `Authorization: Bearer <token>`."
+    )
+    egress_proxy: str | None = Field(
+        None, description="http://host:port of a forward proxy every delivery goes through."
+    )
+
     @field_validator("retry_schedule")
     @classmethod
     def _schedule_is_sane(cls, value: tuple[float, ...]) -> tuple[float, ...]:
@@ -110,6 +140,23 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one attempt, e.g. 0,5,300")
         if any(v < 0 for v in value):
             raise ValueError("delays are seconds and cannot be negative")
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys_are_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for position, key in enumerate(value, start=1):
+            parse_key(key.get_secret_value(), position)
+        return value
+
+    @field_validator("egress_proxy")
+    @classmethod
+    def _proxy_is_http(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise ValueError("must be http://host:port (an HTTP forward proxy)")
         return value
 
     @field_validator("default_phone_region")

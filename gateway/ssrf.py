@@ -69,8 +69,11 @@ def check_url_shape(url: str) -> str:
     return parts.hostname
 
 
-async def check_destination(url: str, *, allow_private: bool) -> None:
-    """Refuse a URL whose host is, or resolves to, a refused address."""
+async def check_destination(
+    url: str, *, allow_private: bool, resolver: AbstractResolver | None = None
+) -> None:
+    """Refuse a URL whose host is, or resolves to, a refused address (through `resolver`, or
+    the system's)."""
     host = check_url_shape(url)
     if allow_private:
         return
@@ -78,13 +81,20 @@ async def check_destination(url: str, *, allow_private: bool) -> None:
         addresses: list[IPAddress] = [ip]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+            addresses = await _addresses(host, resolver)
         except OSError as e:
             raise DestinationRefused(f"host {host!r} does not resolve") from e
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     for address in addresses:
         if reason := refused_because(address):
             raise DestinationRefused(f"host {host!r} resolves to a {reason} address ({address})")
+
+
+async def _addresses(host: str, resolver: AbstractResolver | None) -> list[IPAddress]:
+    if resolver is None:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        return [ipaddress.ip_address(info[4][0]) for info in infos]
+    results = await resolver.resolve(host, 0, socket.AF_UNSPEC)
+    return [ipaddress.ip_address(r["host"]) for r in results]
 
 
 class GuardedResolver(AbstractResolver):
@@ -106,6 +116,19 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+async def check_resolved(resolver: AbstractResolver, host: str, port: int) -> None:
+    """Refuse `host` if any address it resolves to is refused (DestinationRefused).
+
+    For a destination a forward proxy will resolve again: any address could be the one it
+    picks, so one refused address refuses the host. A name that does not resolve raises
+    OSError."""
+    if ip_literal(host) is not None:
+        return  # literals are checked by refuse_literal, without a lookup
+    for result in await resolver.resolve(host, port, socket.AF_UNSPEC):
+        if reason := refused_because(ipaddress.ip_address(result["host"])):
+            raise DestinationRefused(f"host {host!r} resolves to a {reason} address")
 
 
 def refuse_literal(host: str, *, allow_private: bool) -> None:

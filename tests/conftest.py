@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import db, embedded
 from gateway.app import create_app
+from gateway.crypto import Cipher, generate_key
 from gateway.keys import create_key
 from gateway.settings import Settings
 from gateway.tenants import create_tenant
@@ -32,6 +33,10 @@ from gateway.tenants import create_tenant
 # Settings come from the fixtures alone, never from the environment of whoever runs the tests.
 for name in [n for n in os.environ if n.startswith("LEADGATE_") and "_TEST_" not in n]:
     del os.environ[name]
+
+# The key secrets are encrypted with at rest, one per test session; processes a test starts are
+# given the same one (LEADGATE_SECRET_KEYS), so they read what the test's app wrote.
+TEST_SECRET_KEYS = generate_key()
 
 TABLES = (
     "delivery_attempts", "deliveries", "endpoints", "idempotency_keys", "events",
@@ -71,7 +76,14 @@ def settings(servers: Servers) -> Settings:
         redis_url=servers.redis_url,
         log_format="json",
         auth_cache_seconds=0,
+        secret_keys=TEST_SECRET_KEYS,
     )
+
+
+@pytest.fixture
+def cipher(settings: Settings) -> Cipher:
+    """What the app under test encrypts secrets with, to read them as stored."""
+    return Cipher.from_settings(settings)
 
 
 @pytest.fixture

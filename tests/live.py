@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import requests
 
 from gateway.embedded import free_port
-from tests.conftest import Servers
+from tests.conftest import TEST_SECRET_KEYS, Servers
 
 STARTUP = 20.0
 
@@ -25,7 +25,8 @@ def live_gateway(servers: Servers, **env: str) -> Iterator[str]:
     leadgate = os.path.join(os.path.dirname(sys.executable), "leadgate")
     settings = {"LEADGATE_DATABASE_URL": servers.database_url,
                 "LEADGATE_REDIS_URL": servers.redis_url, "LEADGATE_PORT": str(port),
-                "LEADGATE_LOG_FORMAT": "json", **env}  # fmt: skip
+                "LEADGATE_LOG_FORMAT": "json", "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
+                **env}  # fmt: skip
     proc = subprocess.Popen(
         [leadgate, "serve"],
         env={**os.environ, **settings},

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
-from tests.conftest import Servers
+from tests.conftest import TEST_SECRET_KEYS, Servers
 
 
 async def leadgate(
@@ -27,6 +27,7 @@ async def leadgate(
     environment: dict[str, str | None] = {
         "LEADGATE_DATABASE_URL": servers.database_url,
         "LEADGATE_REDIS_URL": servers.redis_url,
+        "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
         "LEADGATE_CONFIG": None,
         **(env or {}),
     }

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.embedded import free_port
 from gateway.settings import Settings
-from tests.conftest import Tenant, add_key
+from tests.conftest import TEST_SECRET_KEYS, Tenant, add_key
 
 Client = TestClient[Any, Any]
 
@@ -126,6 +126,7 @@ async def test_limit_holds_across_two_gateway_processes(
         "LEADGATE_REDIS_URL": servers.redis_url,
         "LEADGATE_RATE_LIMIT": "5",
         "LEADGATE_LOG_FORMAT": "json",
+        "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
     }
     leadgate = os.path.join(os.path.dirname(sys.executable), "leadgate")
     procs = [

@@ -13,7 +13,7 @@ import psutil
 import requests
 
 from gateway.embedded import free_port
-from tests.conftest import Servers
+from tests.conftest import TEST_SECRET_KEYS, Servers
 
 STARTUP = 30.0
 
@@ -37,7 +37,8 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(servers: Servers, 
     port = free_port()
     env = {**os.environ, "LEADGATE_DATABASE_URL": servers.database_url,
            "LEADGATE_REDIS_URL": servers.redis_url, "LEADGATE_PORT": str(port),
-           "LEADGATE_PROCESSES": "2", "LEADGATE_LOG_FORMAT": "json"}  # fmt: skip
+           "LEADGATE_PROCESSES": "2", "LEADGATE_LOG_FORMAT": "json",
+           "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS}  # fmt: skip
     leadgate = os.path.join(os.path.dirname(sys.executable), "leadgate")
     parent = subprocess.Popen(
         [leadgate, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

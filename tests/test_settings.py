@@ -171,3 +171,17 @@ def test_example_config_mentions_every_setting() -> None:
     text = EXAMPLE.read_text()
     missing = [name for name in Settings.model_fields if f"{name} =" not in text]
     assert missing == []
+
+
+@pytest.mark.parametrize("proxy", ["https://proxy:3128", "proxy:3128", "http://proxy"])
+def test_an_egress_proxy_must_be_an_http_host_and_port(
+    monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    monkeypatch.setenv("LEADGATE_EGRESS_PROXY", proxy)
+    with pytest.raises(SettingsError, match="LEADGATE_EGRESS_PROXY"):
+        load_settings()
+
+
+def test_an_http_egress_proxy_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADGATE_EGRESS_PROXY", "http://proxy.internal:3128")
+    assert load_settings().egress_proxy == "http://proxy.internal:3128"

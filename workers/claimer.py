@@ -78,6 +78,9 @@ class Claimer:
             limit = min(free, CLAIM_MAX)
             try:
                 rows = await self._state.pool.fetch(sql.CLAIM, limit, self._state.lease_seconds)
+                if self._stopping:  # claimed while a stop came: give them straight back
+                    self._completer.put_back([(r, datetime.now(UTC)) for r in rows])
+                    return
                 if rows:
                     await self._dispatch(rows)
                 if len(rows) == limit:
@@ -133,12 +136,17 @@ class Claimer:
             async with asyncio.timeout(max(pause, 0.0)):
                 await self._woken.wait()
 
-    async def stop(self, drain: float) -> None:
+    async def stop(self, running: asyncio.Task[None], drain: float) -> None:
         """Claim no more; let sends in flight finish for `drain` seconds, then hand back the
-        rest (cancelled sends put their deliveries back)."""
+        rest (cancelled sends put their deliveries back).
+
+        `running` (the task of `run`) is let finish the claim it may be making, rather than
+        cancelled in the middle of it: a claim Postgres made but nobody received would hold
+        its deliveries until their leases ran out."""
         self._stopping = True
         self._woken.set()
         self._room.set()
+        await asyncio.wait({running}, timeout=drain)
         if self._sending:
             await asyncio.wait(set(self._sending), timeout=drain)
         for task in list(self._sending):

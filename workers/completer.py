@@ -62,6 +62,12 @@ class Completer:
         if len(self._outcomes) + len(self._later) >= FLUSH_ITEMS:
             self._full.set()
 
+    def _restore(
+        self, outcomes: list[Outcome], later: list[tuple[asyncpg.Record, datetime]]
+    ) -> None:
+        self._outcomes[:0], self._later[:0] = outcomes, later
+        self._signal()
+
     @property
     def waiting(self) -> int:
         return len(self._outcomes) + len(self._later)
@@ -93,11 +99,13 @@ class Completer:
         try:
             await _write(self._state, outcomes, later)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            self._outcomes[:0], self._later[:0] = outcomes, later
-            self._signal()
+            self._restore(outcomes, later)
             level = log.warning if is_unavailable(e) else log.error
             level("record_failed", outcomes=len(outcomes), error=type(e).__name__)
             return False
+        except BaseException:
+            self._restore(outcomes, later)  # cancelled mid-write (a stop): close() writes them
+            raise
         if any(o.row["ordered"] for o in outcomes):
             self._on_ended()
         return True
@@ -115,7 +123,9 @@ class Completer:
 async def _write(
     state: WorkerState, outcomes: list[Outcome], later: list[tuple[asyncpg.Record, datetime]]
 ) -> None:
-    async with state.pool.acquire() as conn:
+    # One transaction: a flush cut short (Postgres gone, a stop) leaves nothing half-written to
+    # be written twice when it is tried again.
+    async with state.pool.acquire() as conn, conn.transaction():
         if outcomes:
             await _record(conn, outcomes)
         if later:
@@ -145,7 +155,8 @@ async def _record(conn: Conn, outcomes: list[Outcome]) -> None:
         [o.error for o in outcomes],
     )
     try:
-        await conn.execute(sql.RECORD, *args)
+        async with conn.transaction():  # a savepoint, so the flush may try again
+            await conn.execute(sql.RECORD, *args)
     except asyncpg.ForeignKeyViolationError:
         # A delivery was deleted (with its endpoint) between the statement's look and its
         # insert; looking again leaves it out.

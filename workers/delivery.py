@@ -98,7 +98,9 @@ async def attempt(state: WorkerState, row: asyncpg.Record) -> Attempt:
     """Sign and POST the event's stored body; never raises for what the receiver does."""
     settings = state.settings
     body = row["body"].encode()
-    secrets_ = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
+    # Secrets are stored encrypted (gateway/crypto.py); decrypted only to sign.
+    stored = (row["secret"], row["previous_secret"])
+    secrets_ = [state.cipher.decrypt_text(s) for s in stored if s]
     headers = {**row["headers"], "Content-Type": "application/json"}
     headers.update(
         sign_headers(row["signature"], secrets_, row["event_id"], int(time.time()), body)

@@ -14,14 +14,15 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 
-import prometheus_client
+import aiohttp
 import structlog
 
 from gateway import db
+from gateway.crypto import Cipher
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
 from gateway.wake import Waker, arq_pool
-from workers import sender
+from workers import metricsweb, retention, sender
 from workers.claimer import Claimer
 from workers.completer import Completer
 from workers.state import RATE_WINDOW, WorkerState
@@ -34,7 +35,7 @@ log = structlog.get_logger("leadgate.worker")
 CLOSE_TIMEOUT = 10.0
 
 
-async def _open_state(settings: Settings) -> WorkerState:
+async def _open_state(settings: Settings, http: aiohttp.ClientSession | None) -> WorkerState:
     assert settings.database_url and settings.redis_url
     redis = arq_pool(settings.redis_url)
     return WorkerState(
@@ -42,22 +43,29 @@ async def _open_state(settings: Settings) -> WorkerState:
         # No connection is made before one is needed: the worker starts without Postgres.
         pool=await db.create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max),
         redis=redis,
-        http=sender.session(
-            settings.worker_concurrency, allow_private=settings.allow_private_destinations
+        http=http
+        or sender.session(
+            settings.worker_concurrency,
+            allow_private=settings.allow_private_destinations,
+            proxy=settings.egress_proxy,
         ),
         endpoint_rate=SlidingWindow(redis, window=RATE_WINDOW, prefix="leadgate:rate:"),
         publisher=Publisher(redis),
+        cipher=Cipher.from_settings(settings),
     )
 
 
 @contextlib.asynccontextmanager
-async def running_in_loop(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+async def running_in_loop(
+    settings: Settings, *, http: aiohttp.ClientSession | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
     """Run a worker inside the current event loop for a block (`leadgate dev`, tests).
 
     Leaving the block stops it as SIGTERM would. Yields a task that ends with an error only if
-    one of the worker's loops died of one, so a caller can check that none did.
+    one of the worker's loops died of one, so a caller can check that none did. `http` is the
+    session attempts go out on (tests pass one with a resolver of their own).
     """
-    state = await _open_state(settings)
+    state = await _open_state(settings, http)
     peers = Waker(state.redis)
     claimer: Claimer
     completer = Completer(state, on_ended=lambda: claimer.wake())
@@ -67,19 +75,22 @@ async def running_in_loop(settings: Settings) -> AsyncIterator[asyncio.Task[None
         asyncio.create_task(claimer.run(), name="claimer"),
         asyncio.create_task(completer.run(), name="completer"),
         asyncio.create_task(listener.run(), name="wakeups"),
+        asyncio.create_task(retention.run(state), name="retention"),
     ]
     watch = asyncio.create_task(_watch(tasks))
+    metrics = await metricsweb.start(settings)
     log.info("worker_started", concurrency=settings.worker_concurrency)
     try:
         yield watch
     finally:
-        await claimer.stop(drain=settings.delivery_timeout + 5)
+        await claimer.stop(tasks[0], drain=settings.delivery_timeout + 5)
         await listener.stop(tasks[2])
-        for task in tasks[:2]:
+        for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
         await completer.close(patience=CLOSE_TIMEOUT)
         watch.cancel()
+        await metricsweb.stop(metrics)
         await peers.close()
         await state.http.close()
         await state.redis.aclose(close_connection_pool=True)
@@ -109,8 +120,6 @@ async def _run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
     async with running_in_loop(settings) as watch:
         await asyncio.wait([watch, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
         if watch.done() and not watch.cancelled() and watch.exception() is not None:

@@ -1,4 +1,11 @@
-"""One HTTP attempt: POST the signed body, time it, and classify what came back."""
+"""One HTTP attempt: POST the signed body, time it, and classify what came back.
+
+The worker's one pooled session keeps webhooks off private networks (gateway/ssrf.py) on
+every connection. With LEADGATE_EGRESS_PROXY every request goes through that forward proxy,
+which resolves the destination itself: the connection to the proxy is the operator's and is
+not checked, and the destination is checked before each request instead, refused if any of
+its addresses is refused (the proxy could pick any of them).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,16 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import DefaultResolver
 
-from gateway.ssrf import DestinationRefused, GuardedResolver, RefusedAtConnect, refuse_literal
+from gateway.ssrf import (
+    DestinationRefused,
+    GuardedResolver,
+    RefusedAtConnect,
+    check_resolved,
+    refuse_literal,
+)
 
 # What of a response is kept on the attempt: its first kilobyte, as the contract says.
 RESPONSE_KEPT_BYTES = 1024
@@ -32,17 +47,50 @@ class Attempt:
         return self.status is not None and 200 <= self.status < 300
 
 
-def session(concurrency: int, *, allow_private: bool) -> aiohttp.ClientSession:
-    """One pooled session per worker; with the SSRF guard on every resolution."""
+def session(
+    concurrency: int,
+    *,
+    allow_private: bool,
+    proxy: str | None = None,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """One pooled session per worker, with the SSRF guard on every resolution, or (through
+    `proxy`) on every destination. `resolver` answers DNS; the system's by default."""
+    if proxy is None:
+        guarded = resolver if allow_private else GuardedResolver(resolver)
+        connector = aiohttp.TCPConnector(
+            limit=concurrency, limit_per_host=0, resolver=guarded, ttl_dns_cache=10
+        )
+        return aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
+        )
     connector = aiohttp.TCPConnector(
-        limit=concurrency,
-        limit_per_host=0,
-        resolver=None if allow_private else GuardedResolver(),
-        ttl_dns_cache=10,
+        limit=concurrency, limit_per_host=0, resolver=resolver, ttl_dns_cache=10
     )
+    checks = [] if allow_private else [_destination_check(resolver or DefaultResolver())]
     return aiohttp.ClientSession(
-        connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
+        connector=connector,
+        headers={"User-Agent": USER_AGENT},
+        auto_decompress=False,
+        proxy=proxy,
+        trace_configs=checks,
     )
+
+
+def _destination_check(resolver: AbstractResolver) -> aiohttp.TraceConfig:
+    """Through a proxy aiohttp resolves only the proxy's name, so the destination is checked
+    here, as each request starts (aiohttp's request-start hook; what it raises ends the
+    request, and `post` records it)."""
+
+    async def on_start(
+        _session: aiohttp.ClientSession, _ctx: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        host, port = params.url.host or "", params.url.port or 0
+        await check_resolved(resolver, host, port)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    return trace
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -97,3 +145,5 @@ async def post(
         return done(None, "refused_destination" if refused else "connection_error")
     except aiohttp.ClientError as e:
         return done(None, type(e).__name__)
+    except OSError:
+        return done(None, "connection_error")  # a destination the proxied check cannot resolve

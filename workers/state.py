@@ -8,6 +8,7 @@ import aiohttp
 import asyncpg
 from arq.connections import ArqRedis
 
+from gateway.crypto import Cipher
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
 from workers.tail import Publisher
@@ -26,6 +27,8 @@ class WorkerState:
     # Endpoints' `rate_limit` (per second), shared by every worker through Redis.
     endpoint_rate: SlidingWindow
     publisher: Publisher
+    # Decrypts the endpoints' signing secrets, stored encrypted.
+    cipher: Cipher
 
     @property
     def lease_seconds(self) -> float:

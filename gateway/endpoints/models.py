@@ -134,10 +134,13 @@ class Endpoint(BaseModel):
     health: EndpointHealth
     created_at: datetime
     updated_at: datetime
+    public_key: str | None = Field(
+        None, description="ed25519 only: `whpk_…`, what receivers verify signatures with."
+    )
 
 
 class EndpointWithSecret(Endpoint):
-    secret: str
+    secret: str | None = Field(None, description="The signing secret (not for ed25519).")
 
 
 class EndpointResponse(BaseModel):
@@ -153,7 +156,8 @@ class EndpointList(BaseModel):
 
 
 class SecretResponse(BaseModel):
-    secret: str
+    secret: str | None = Field(None, description="The new signing secret (not for ed25519).")
+    public_key: str | None = Field(None, description="ed25519 only: the new public key.")
     previous_secret_expires_at: datetime | None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.appkeys import CIPHER, POOL, PRINCIPAL, SETTINGS
 from gateway.changes import run_change
 from gateway.endpoints import sql
 from gateway.endpoints.models import (
@@ -24,9 +24,11 @@ from gateway.endpoints.models import (
 from gateway.endpoints.store import (
     EndpointRefused,
     add_endpoint,
-    check_signing,
+    changed_signing,
     check_url,
     endpoint_json,
+    new_signing,
+    shown_key,
 )
 from gateway.errors import Conflict, InvalidRequest, NotFound
 from gateway.events import Event, Tx
@@ -53,8 +55,9 @@ async def create_endpoint(request: web.Request) -> web.Response:
     try:
         async with request.app[POOL].acquire() as conn:
             endpoint = await add_endpoint(
-                conn, request[PRINCIPAL].tenant_id, spec, allow_private=allow
-            )
+                conn, request[PRINCIPAL].tenant_id, spec, allow_private=allow,
+                cipher=request.app[CIPHER],
+            )  # fmt: skip
     except EndpointRefused as e:
         raise _refused(e) from e
     return json_response({"data": endpoint}, status=201)
@@ -93,6 +96,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         raise _refused(e) from e
     if "url" in sent and patch.url is None:
         raise InvalidRequest("url cannot be null", fields={"url": "cannot be null"})
+    secret, public_key = None, None
     if patch.signature is not None or patch.secret is not None:
         current = await request.app[POOL].fetchrow(
             sql.GET_SIGNING, request.match_info["endpoint_id"], request[PRINCIPAL].tenant_id
@@ -101,7 +105,9 @@ async def patch_endpoint(request: web.Request) -> web.Response:
             raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")
         signature = patch.signature or Signature.model_validate(current["signature"])
         try:
-            check_signing(patch.secret or current["secret"], signature)
+            secret, public_key = changed_signing(
+                current, signature, patch.secret, request.app[CIPHER]
+            )
         except EndpointRefused as e:
             raise _refused(e) from e
     row = await request.app[POOL].fetchrow(
@@ -117,7 +123,8 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         patch.rate_limit,
         patch.signature.stored() if patch.signature else None,
         patch.enabled,
-        patch.secret,
+        secret,
+        public_key,
         patch.ordered,
     )
     if row is None:
@@ -142,17 +149,16 @@ async def rotate_secret(request: web.Request) -> web.Response:
     body = await read_body(request)
     spec = validate(RotateSecret, await body_fields(request, body) if body else {})
     signature = Signature.model_validate(row["signature"])
-    secret = spec.secret or (
-        generate_secret() if signature.scheme == "standard" else generate_secret()[6:]
-    )
+    generated = generate_secret() if signature.scheme == "standard" else generate_secret()[6:]
     try:
-        check_signing(secret, signature)
+        secret, public_key = new_signing(spec.secret, signature, generated)
     except EndpointRefused as e:
         raise _refused(e) from e
     expires = await request.app[POOL].fetchval(
-        sql.ROTATE_SECRET, row["id"], request[PRINCIPAL].tenant_id, secret, spec.grace_seconds
-    )
-    return json_response({"secret": secret, "previous_secret_expires_at": expires})
+        sql.ROTATE_SECRET, row["id"], request[PRINCIPAL].tenant_id,
+        request.app[CIPHER].encrypt(secret), spec.grace_seconds, public_key,
+    )  # fmt: skip
+    return json_response({**shown_key(secret, public_key), "previous_secret_expires_at": expires})
 
 
 @requires("manage")

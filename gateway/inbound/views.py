@@ -17,9 +17,10 @@ import asyncpg
 from aiohttp import web
 
 from gateway import jsonio
-from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
+from gateway.appkeys import CIPHER, POOL, PRINCIPAL, SETTINGS
 from gateway.changes import run_change
 from gateway.constants import INBOUND_PREFIX
+from gateway.crypto import Cipher
 from gateway.db import Conn
 from gateway.deliveries.sql import STOP_LEAD
 from gateway.errors import Conflict, InvalidRequest, NotFound, Unauthorized
@@ -38,7 +39,7 @@ from gateway.inbound.models import (
 from gateway.leads.normalize import InvalidValue, normalize_email, normalize_phone
 from gateway.middleware import requires
 from gateway.openapi import Operation
-from gateway.signing import BadSignature, check_secret, generate_secret, verify
+from gateway.signing import BadSignature, check_verify_key, generate_secret, verify
 
 OPT_OUT_SUFFIX = ".opt_out"
 
@@ -47,18 +48,28 @@ def source_json(row: asyncpg.Record) -> dict[str, Any]:
     return {k: row[k] for k in ("name", "signature", "tolerance_seconds", "created_at")}
 
 
-async def add_source(conn: Conn | asyncpg.Pool, tenant_id: str, spec: SourceIn) -> dict[str, Any]:
-    """Register a source (API and CLI); its secret is returned here and never again."""
+async def add_source(
+    conn: Conn | asyncpg.Pool, tenant_id: str, spec: SourceIn, cipher: Cipher
+) -> dict[str, Any]:
+    """Register a source (API and CLI); its secret is returned here and never again.
+
+    For ed25519 the secret is the provider's public key (`whpk_…`), so it must be given.
+    """
+    if spec.signature.scheme == "ed25519" and spec.secret is None:
+        raise InvalidRequest(
+            "secret: an ed25519 source needs the provider's public key (whpk_…)",
+            fields={"secret": "required for ed25519"},
+        )
     secret = spec.secret or generate_secret()
     try:
-        check_secret(secret, spec.signature)
+        check_verify_key(secret, spec.signature)
     except ValueError as e:
         raise InvalidRequest(f"secret: {e}", fields={"secret": str(e)}) from e
     row = await conn.fetchrow(
         sql.CREATE_SOURCE,
         tenant_id,
         spec.name,
-        secret,
+        cipher.encrypt(secret),
         spec.signature.stored(),
         spec.tolerance_seconds,
     )
@@ -70,7 +81,8 @@ async def add_source(conn: Conn | asyncpg.Pool, tenant_id: str, spec: SourceIn) 
 @requires("manage")
 async def create_source(request: web.Request) -> web.Response:
     spec = validate(SourceIn, await body_fields(request, await read_body(request)))
-    source = await add_source(request.app[POOL], request[PRINCIPAL].tenant_id, spec)
+    app = request.app
+    source = await add_source(app[POOL], request[PRINCIPAL].tenant_id, spec, app[CIPHER])
     return json_response({"data": source}, status=201)
 
 
@@ -143,7 +155,7 @@ async def receive(request: web.Request) -> web.Response:
     try:
         verify(
             source["signature"],
-            source["secret"],
+            request.app[CIPHER].decrypt_text(source["secret"]),
             request.headers,
             body,
             tolerance=source["tolerance_seconds"],

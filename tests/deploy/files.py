@@ -16,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 
-# Read from the environment outside Settings (the config file's path), or part of the contract
-# that deploy files carry already while settings.py does not read it yet (LEADGATE_SECRET_KEYS,
-# required by serve and worker).
-OTHER_NAMES = {"LEADGATE_CONFIG", "LEADGATE_SECRET_KEYS"}
+# Read from the environment outside Settings: the config file's path.
+OTHER_NAMES = {"LEADGATE_CONFIG"}
 SETTING_NAME = re.compile(r"\bLEADGATE_[A-Z0-9_]+\b")
 
 

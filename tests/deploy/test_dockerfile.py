@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from gateway.embedded import free_port
-from tests.conftest import Servers
+from tests.conftest import TEST_SECRET_KEYS, Servers
 from tests.deploy.files import (
     DOCKERFILE,
     ROOT,
@@ -159,7 +159,8 @@ def test_the_image_migrates_then_serves_and_its_health_check_passes(
     entry = one(final_stage(INSTRUCTIONS), "ENTRYPOINT").exec_form()
     port = str(free_port())
     env = _image_environment(installed, LEADGATE_DATABASE_URL=fresh_database,
-                             LEADGATE_REDIS_URL=servers.redis_url, LEADGATE_PORT=port)  # fmt: skip
+                             LEADGATE_REDIS_URL=servers.redis_url, LEADGATE_PORT=port,
+                             LEADGATE_SECRET_KEYS=TEST_SECRET_KEYS)  # fmt: skip
     migrated = run([*entry, "migrate"], env={**env, "COLUMNS": "200"}, cwd=installed)
     assert "applied schema version" in migrated.stdout + migrated.stderr
     command = one(final_stage(INSTRUCTIONS), "CMD").exec_form()

@@ -13,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from gateway.crypto import Cipher
 from tests import deliveries
 from tests.conftest import Tenant, TenantFactory
 from tests.receivers import Receiver
@@ -65,7 +66,7 @@ async def endpoint_count(conn: asyncpg.Connection) -> int:
 
 
 async def test_create_returns_201_with_a_generated_32_byte_whsec_secret(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     status, body = await create(client, tenant, url=URL)
     assert status == 201, body
@@ -82,7 +83,8 @@ async def test_create_returns_201_with_a_generated_32_byte_whsec_secret(
     assert data["secret"].startswith("whsec_")
     assert len(base64.b64decode(data["secret"][len("whsec_") :], validate=True)) == 32
     stored = await conn.fetchval("SELECT secret FROM endpoints WHERE id = $1", data["id"])
-    assert stored == data["secret"]
+    assert stored.startswith("enc1:")
+    assert cipher.decrypt_text(stored) == data["secret"]
 
 
 async def test_secret_is_returned_on_create_only_never_by_get_or_list(
@@ -101,13 +103,13 @@ async def test_secret_is_returned_on_create_only_never_by_get_or_list(
 
 
 async def test_given_secret_is_the_one_used(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     given = whsec()
     status, body = await create(client, tenant, url=URL, secret=given)
     assert status == 201, body
     assert body["data"]["secret"] == given
-    assert await conn.fetchval("SELECT secret FROM endpoints") == given
+    assert cipher.decrypt_text(await conn.fetchval("SELECT secret FROM endpoints")) == given
 
 
 @pytest.mark.parametrize(
@@ -405,7 +407,7 @@ async def rotate(client: Client, tenant: Tenant, endpoint_id: str, **body: Any) 
 
 
 async def test_rotate_secret_returns_a_new_secret_with_a_24_hour_grace_by_default(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     endpoint = await add_endpoint(client, tenant, URL)
 
@@ -420,11 +422,13 @@ async def test_rotate_secret_returns_a_new_secret_with_a_24_hour_grace_by_defaul
     row = await conn.fetchrow(
         "SELECT secret, previous_secret, previous_secret_expires_at FROM endpoints"
     )
-    assert tuple(row) == (rotated["secret"], endpoint["secret"], expires)
+    assert cipher.decrypt_text(row["secret"]) == rotated["secret"]
+    assert cipher.decrypt_text(row["previous_secret"]) == endpoint["secret"]
+    assert row["previous_secret_expires_at"] == expires
 
 
 async def test_rotate_secret_with_zero_grace_keeps_no_previous_secret(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     endpoint = await add_endpoint(client, tenant, URL)
 
@@ -434,21 +438,22 @@ async def test_rotate_secret_with_zero_grace_keeps_no_previous_secret(
     row = await conn.fetchrow(
         "SELECT secret, previous_secret, previous_secret_expires_at FROM endpoints"
     )
-    assert tuple(row) == (rotated["secret"], None, None)
+    assert cipher.decrypt_text(row["secret"]) == rotated["secret"]
+    assert (row["previous_secret"], row["previous_secret_expires_at"]) == (None, None)
 
 
 async def test_rotate_secret_uses_a_given_secret(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     endpoint = await add_endpoint(client, tenant, URL)
     given = whsec()
     rotated = await rotate(client, tenant, endpoint["id"], secret=given)
     assert rotated["secret"] == given
-    assert await conn.fetchval("SELECT secret FROM endpoints") == given
+    assert cipher.decrypt_text(await conn.fetchval("SELECT secret FROM endpoints")) == given
 
 
 async def test_rotate_secret_refuses_a_secret_the_scheme_cannot_use(
-    client: Client, tenant: Tenant, conn: asyncpg.Connection
+    client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     endpoint = await add_endpoint(client, tenant, URL)
     response = await client.post(
@@ -458,7 +463,10 @@ async def test_rotate_secret_refuses_a_secret_the_scheme_cannot_use(
     )
     assert response.status == 400
     assert list((await response.json())["error"]["fields"]) == ["secret"]
-    assert await conn.fetchval("SELECT secret FROM endpoints") == endpoint["secret"]
+    assert (
+        cipher.decrypt_text(await conn.fetchval("SELECT secret FROM endpoints"))
+        == endpoint["secret"]
+    )
 
 
 async def send_test(client: Client, tenant: Tenant, endpoint_id: str) -> dict[str, Any]:

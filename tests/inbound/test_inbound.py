@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import time
@@ -12,9 +13,10 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import Tenant, events_of
+from tests.conftest import TEST_SECRET_KEYS, Tenant, events_of
 
 Client = TestClient[Any, Any]
 
@@ -310,7 +312,7 @@ async def test_cli_registers_a_hex_source_and_lists_it_without_its_secret(
 
     from gateway.cli import main
 
-    env = {"LEADGATE_DATABASE_URL": servers.database_url}
+    env = {"LEADGATE_DATABASE_URL": servers.database_url, "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS}
     runner = CliRunner()
     added = await asyncio.to_thread(
         runner.invoke, main,
@@ -349,3 +351,40 @@ async def test_cli_refuses_a_hex_source_without_a_header(tenant: Tenant, servers
     )  # fmt: skip
     assert result.exit_code == 2
     assert "header" in result.output
+
+
+def ed25519_signed(key: Ed25519PrivateKey, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """A body and headers as a provider signing with Ed25519 sends them (`cryptography`)."""
+    body, stamp = orjson.dumps(payload), str(int(time.time()))
+    signature = key.sign(f"msg_ed.{stamp}.".encode() + body)
+    return body, {"webhook-id": "msg_ed", "webhook-timestamp": stamp,
+                  "webhook-signature": "v1a," + base64.b64encode(signature).decode(),
+                  "Content-Type": "application/json"}  # fmt: skip
+
+
+async def test_an_ed25519_source_accepts_what_its_public_key_verifies_and_nothing_else(
+    client: Client, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    provider, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    public = "whpk_" + base64.b64encode(provider.public_key().public_bytes_raw()).decode()
+    await add_source(client, tenant, signature={"scheme": "ed25519"}, secret=public)
+
+    forged = await inbound(client, tenant, *ed25519_signed(stranger, {"type": "customer.reply"}))
+    genuine = await inbound(client, tenant, *ed25519_signed(provider, {"type": "customer.reply"}))
+
+    assert forged.status == 401
+    assert genuine.status == 201, await genuine.json()
+    assert len(await stored(conn)) == 1
+
+
+async def test_an_ed25519_source_needs_the_providers_public_key(
+    client: Client, tenant: Tenant
+) -> None:
+    response = await client.post(
+        "/v1/sources", json={"name": "sms", "signature": {"scheme": "ed25519"}},
+        headers=tenant.headers,
+    )  # fmt: skip
+
+    body = await response.json()
+    assert response.status == 400, body
+    assert list(body["error"]["fields"]) == ["secret"]

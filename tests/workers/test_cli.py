@@ -21,8 +21,9 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import main
 from gateway.constants import OUTCOMES_CHANNEL
+from gateway.crypto import Cipher
 from gateway.settings import Settings
-from tests.conftest import Servers, Tenant
+from tests.conftest import TEST_SECRET_KEYS, Servers, Tenant
 from tests.deliveries import worker_running
 from tests.workers.conftest import ReceiverFactory, add_endpoint, post_lead, wait_until
 from workers.tail import follow
@@ -50,6 +51,7 @@ async def leadgate(
     environment: dict[str, str | None] = {
         "LEADGATE_DATABASE_URL": servers.database_url,
         "LEADGATE_REDIS_URL": servers.redis_url,
+        "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
         "LEADGATE_CONFIG": None,
         **(env or {}),
     }
@@ -82,7 +84,7 @@ async def api_endpoints(client: Client, tenant: Tenant) -> list[dict[str, Any]]:
 
 
 async def test_endpoints_add_json_prints_the_endpoint_with_its_secret(
-    servers: Servers, client: Client, tenant: Tenant, conn: asyncpg.Connection
+    servers: Servers, client: Client, tenant: Tenant, conn: asyncpg.Connection, cipher: Cipher
 ) -> None:
     result = await leadgate(
         servers, "endpoints", "add", "--tenant", tenant.id, LOOPBACK_URL,
@@ -101,7 +103,8 @@ async def test_endpoints_add_json_prints_the_endpoint_with_its_secret(
     assert printed["secret"].startswith("whsec_")
     assert len(base64.b64decode(printed["secret"][len("whsec_") :], validate=True)) == 32
     row = await conn.fetchrow("SELECT tenant_id, url, secret FROM endpoints")
-    assert tuple(row) == (tenant.id, LOOPBACK_URL, printed["secret"])
+    assert (row["tenant_id"], row["url"]) == (tenant.id, LOOPBACK_URL)
+    assert cipher.decrypt_text(row["secret"]) == printed["secret"]
     assert await api_endpoints(client, tenant) == [as_api_shows(printed)]
 
 

@@ -3,7 +3,9 @@
 Here private destinations are not allowed (the delivery fixtures allow them). A destination
 that turns private after registration, as with DNS rebinding, is made by registering through an
 app that allows private addresses, then delivering with a worker that does not; a name that
-resolves to loopback is made with a fixed resolver handed to `GuardedResolver`.
+resolves to loopback is made with a fixed resolver handed to `GuardedResolver`. The whole
+rebinding attack runs with a resolver the test switches: the name resolves to a public address
+when it is registered (the check passes) and to a private one when the worker sends.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from gateway.crypto import Cipher
+from gateway.endpoints.models import EndpointIn
+from gateway.endpoints.store import add_endpoint as add_endpoint_row
 from gateway.settings import Settings
 from gateway.ssrf import GuardedResolver, refused_because
 from tests.conftest import Tenant
 from tests.receivers import Receiver
 from tests.workers.conftest import WorkerFactory, add_endpoint, delivery_of, post_lead
 from tests.workers.helpers.records import attempts_of, settled
+from tests.workers.helpers.state import worker_with
+from workers import sender
 from workers.sender import post
 
 Client = TestClient[Any, Any]
@@ -35,6 +42,23 @@ PUBLIC = "93.184.215.14"
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"allow_private_destinations": False})
+
+
+class SwitchableResolver(AbstractResolver):
+    """A DNS server under an attacker's control: it answers what it is told, for every name."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return await FixedResolver(self.address).resolve(host, port, family)
+
+    async def close(self) -> None:
+        pass
 
 
 class FixedResolver(AbstractResolver):
@@ -239,4 +263,38 @@ async def test_an_attempt_to_a_name_rebound_to_loopback_is_refused_and_sends_not
         )
 
     assert (attempt.status, attempt.error) == (None, "refused_destination")
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize("rebound_to", ["127.0.0.1", "10.0.0.7", "169.254.169.254", "::1"])
+async def test_a_name_that_passed_registration_but_resolves_private_at_send_time_is_refused(
+    client: Client,
+    settings: Settings,
+    tenant: Tenant,
+    receiver: Receiver,
+    conn: asyncpg.Connection,
+    cipher: Cipher,
+    rebound_to: str,
+) -> None:
+    port = receiver.url.split(":")[2].split("/")[0]
+    dns = SwitchableResolver(PUBLIC)
+    spec = EndpointIn(url=f"http://hooks.example.com:{port}/hook")
+    await add_endpoint_row(conn, tenant.id, spec, allow_private=False, cipher=cipher, resolver=dns)
+    assert dns.asked == ["hooks.example.com"]  # registration resolved it: public, accepted
+    dns.address = rebound_to
+    await post_lead(client, tenant, email="rebinding@example.com")
+    delivery = await delivery_of(conn)
+    http = sender.session(4, allow_private=False, resolver=dns)
+    strict = settings.model_copy(update={"retry_schedule": (0.0,)})
+
+    async with worker_with(strict, http):
+        await settled(conn, delivery["id"])
+
+    row = await settled(conn, delivery["id"])
+    assert row["state"] == "failed"
+    attempts = await attempts_of(conn, row["id"])
+    assert [(a["status"], a["outcome"], a["error"]) for a in attempts] == [
+        (None, "failed", "refused_destination")
+    ]
+    assert dns.asked[-1] == "hooks.example.com"  # it was resolved again at send time
     assert receiver.received == []

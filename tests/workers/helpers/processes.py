@@ -15,6 +15,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.conftest import TEST_SECRET_KEYS
+
 HERE = Path(__file__).parent
 LEADGATE = Path(sys.executable).parent / "leadgate"
 
@@ -26,6 +28,7 @@ FAST_WORKER_ENV = {
     "LEADGATE_RELAY_INTERVAL": "0.2",
     "LEADGATE_ALLOW_PRIVATE_DESTINATIONS": "true",
     "LEADGATE_LOG_FORMAT": "json",
+    "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
 }
 
 
@@ -96,8 +99,11 @@ class NodeVerifier:
 
     @classmethod
     async def start(cls, scheme: str, secret: str, timeout: float = 10.0) -> NodeVerifier:
+        """`scheme` is a seed's (shortstack, leaditio), or ed25519 with a `whpk_…` key."""
+        script = "ed25519_verifier.mjs" if scheme == "ed25519" else "node_verifier.mjs"
+        args = [secret] if scheme == "ed25519" else [scheme, secret]
         process = subprocess.Popen(
-            ["node", str(HERE / "node_verifier.mjs"), scheme, secret],
+            ["node", str(HERE / script), *args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
