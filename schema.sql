@@ -225,3 +225,21 @@ CREATE INDEX IF NOT EXISTS leads_tenant_created_id ON leads (tenant_id, created_
 ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
 CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
     ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);
+
+-- Dialects. An endpoint's payload template (JSONata, compiled on save); NULL sends the event.
+ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS template text;
+-- A templated delivery's body, rendered at its first attempt and sent unchanged by every retry;
+-- a manual retry or replay clears it, so the endpoint's current template renders it again.
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS body text;
+-- Sender mappings: named JSONata expressions from an incoming body to postback fields.
+CREATE TABLE IF NOT EXISTS mappings (
+    tenant_id    text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    expression   text NOT NULL,
+    description  text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+-- The mapping a key's postbacks go through unless they name one with ?mapping=.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS mapping text;

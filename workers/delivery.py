@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from gateway import metrics
 from gateway.constants import DELIVER_JOB, OUTCOMES_CHANNEL
 from gateway.signing import sign_headers
-from workers import sql
+from workers import render, sql
 from workers.sender import Attempt, post
 from workers.state import STATE, WorkerState
 
@@ -68,13 +68,16 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 async def deliver_batch(state: WorkerState, ids: list[str]) -> int:
     rows = await state.pool.fetch(sql.CLAIM, ids, state.lease_seconds)
+    rows, bodies = await render.prepare(state, rows)  # the body each sends; template errors end
     if not rows:
         return 0
     now = datetime.now(UTC)
     # Past this moment an attempt could outlive its lease; it is put back instead.
     start_by = time.monotonic() + state.lease_seconds - state.settings.delivery_timeout - 1
     to_send, later, disabled = await _triage(state, rows, now)
-    tasks = [asyncio.create_task(_attempt(state, row, start_by)) for row in to_send]
+    tasks = [
+        asyncio.create_task(_attempt(state, row, bodies[row["id"]], start_by)) for row in to_send
+    ]
     try:
         await asyncio.gather(*tasks)
     except asyncio.CancelledError:
@@ -143,12 +146,13 @@ async def _rate_wait(state: WorkerState, row: asyncpg.Record) -> float:
     return wait or 0.0
 
 
-async def _attempt(state: WorkerState, row: asyncpg.Record, start_by: float) -> Attempt | None:
+async def _attempt(
+    state: WorkerState, row: asyncpg.Record, body: bytes, start_by: float
+) -> Attempt | None:
     settings = state.settings
     async with state.slots:
         if time.monotonic() > start_by:
             return None
-        body = row["body"].encode()
         secrets_ = [row["secret"]] + ([row["previous_secret"]] if row["previous_secret"] else [])
         headers = {**row["headers"], "Content-Type": "application/json"}
         headers.update(

@@ -16,7 +16,7 @@ RETURNING d.id, d.tenant_id, d.event_id, d.endpoint_id, d.lead_id, d.event_type,
           CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END
               AS previous_secret,
           ep.enabled, ep.rate_limit, ep.consecutive_failures, ep.circuit_open_until,
-          ep.failing_since
+          ep.failing_since, ep.template, d.body AS rendered_body
 """
 
 # One statement records a whole batch: the attempts, and each delivery's new state. A delivery

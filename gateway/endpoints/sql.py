@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 _COLUMNS = """id, url, description, event_types, headers, rate_limit, enabled, disabled_reason,
-    signature, consecutive_failures, circuit_open_until, failing_since, created_at, updated_at"""
+    signature, consecutive_failures, circuit_open_until, failing_since, created_at, updated_at,
+    template"""
 
 CREATE_ENDPOINT = f"""
 INSERT INTO endpoints (id, tenant_id, url, description, event_types, headers, rate_limit,
-                       enabled, signature, secret)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                       enabled, signature, secret, template)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING {_COLUMNS}
 """
 
@@ -28,6 +29,7 @@ UPDATE endpoints SET
     rate_limit = CASE WHEN $8 THEN $9 ELSE rate_limit END,
     signature = coalesce($10, signature),
     secret = coalesce($12, secret),
+    template = CASE WHEN $13 THEN $14 ELSE template END,
     enabled = coalesce($11, enabled),
     disabled_reason = CASE WHEN $11 THEN NULL ELSE disabled_reason END,
     consecutive_failures = CASE WHEN $11 AND NOT enabled THEN 0 ELSE consecutive_failures END,

@@ -35,6 +35,7 @@ def endpoint_json(row: Any) -> dict[str, Any]:
         "enabled": row["enabled"],
         "disabled_reason": row["disabled_reason"],
         "signature": row["signature"],
+        "template": row["template"],
         "health": {
             "consecutive_failures": row["consecutive_failures"],
             "circuit_open_until": row["circuit_open_until"],
@@ -86,5 +87,6 @@ async def add_endpoint(
         spec.enabled,
         spec.signature.stored(),
         secret,
+        spec.template,
     )
     return {**endpoint_json(row), "secret": secret}

@@ -118,6 +118,8 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         patch.signature.stored() if patch.signature else None,
         patch.enabled,
         patch.secret,
+        "template" in sent,
+        patch.template,
     )
     if row is None:
         raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")
