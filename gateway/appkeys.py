@@ -6,6 +6,7 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from gateway.dialects.mappings import MappingCache
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
@@ -17,6 +18,9 @@ REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
 LIMITER = web.AppKey("limiter", RateLimiter)
 KEYS = web.AppKey("keys", KeyCache)
+MAPPINGS = web.AppKey("mappings", MappingCache)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The sender mapping a postback went through, named in its 400s.
+MAPPED_BY = web.RequestKey("mapped_by", str)

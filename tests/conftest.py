@@ -33,7 +33,7 @@ for name in [n for n in os.environ if n.startswith("LEADGATE_") and "_TEST_" not
 
 TABLES = (
     "delivery_attempts", "deliveries", "endpoints", "idempotency_keys", "events",
-    "stage_history", "leads", "api_keys", "tenants",
+    "stage_history", "leads", "mappings", "api_keys", "tenants",
 )  # fmt: skip
 
 

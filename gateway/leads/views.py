@@ -17,6 +17,7 @@ from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
 from gateway.changes import run_change
 from gateway.db import Conn
 from gateway.deliveries.views import recent_deliveries
+from gateway.dialects.views import mapped_fields
 from gateway.errors import ApiError, InvalidRequest, NotFound
 from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, query_fields, read_body, validate
@@ -57,6 +58,7 @@ def _ingest_response(result: IngestResult) -> web.Response:
 
 
 async def _run_postback(request: web.Request, fields: dict[str, Any], body: bytes) -> web.Response:
+    fields = await mapped_fields(request, fields)  # a sender's mapping (?mapping= or the key's)
     postback = validate(PostbackIn, fields)
     who = request[PRINCIPAL]
     region = request.app[SETTINGS].default_phone_region
