@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.constants import MAPPING_NAME_PATTERN
 from gateway.dialects.engine import ExpressionError, compile_expression
@@ -28,7 +29,9 @@ def check_mapping(text: str) -> str:
     try:
         compile_expression(text)
     except ExpressionError as e:
-        raise ValueError(f"the mapping does not compile: {e}") from e
+        raise PydanticCustomError(
+            "mapping", "the mapping does not compile: {reason}", {"reason": str(e)}
+        ) from e
     return text
 
 

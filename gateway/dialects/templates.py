@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from pydantic_core import PydanticCustomError
 
 from gateway import jsonio
 from gateway.constants import MAX_RENDERED_BODY
@@ -51,11 +52,14 @@ class TemplateError(ValueError):
 
 
 def check_template(text: str) -> str:
-    """`text` if it compiles; ValueError carrying the engine's message otherwise."""
+    """`text` if it compiles; a ValueError carrying the engine's message otherwise (raised as
+    pydantic's custom error, so that a 400 shows the message without pydantic's prefix)."""
     try:
         compile_expression(text)
     except ExpressionError as e:
-        raise ValueError(f"the template does not compile: {e}") from e
+        raise PydanticCustomError(
+            "template", "the template does not compile: {reason}", {"reason": str(e)}
+        ) from e
     return text
 
 
