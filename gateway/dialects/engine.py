@@ -93,6 +93,11 @@ class _Python:
             raise ExpressionError(str(e)) from e
 
     def evaluate(self, data: Any) -> Any:
+        # The port keeps the last expression compiled in a thread-local and starts its clock when
+        # bounds are set, not per evaluation: without both set afresh, evaluating one expression
+        # after compiling another, or 50 ms after compiling it, fails (measured, see DIALECTS.md).
+        type(self._expr).CURRENT.jsonata = self._expr
+        self._expr.environment.set_runtime_bounds(EXPRESSION_TIMEOUT_MS, EXPRESSION_MAX_DEPTH)
         try:
             return self._expr.evaluate(data)
         except Exception as e:  # e.g. ZeroDivisionError for 1/0, where the reference says D1001

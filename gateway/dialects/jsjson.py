@@ -19,6 +19,7 @@ Strings need nothing: orjson escapes exactly what JSON.stringify escapes.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -29,6 +30,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 # JavaScript moves a key first when it is an array index: a canonical number below 2^32 − 1.
 _MAX_INDEX = 2**32 - 2
 _OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+# Values written as they are, checked inline: most of a lead is text, nulls and times, and a
+# function call per value would be most of the cost.
+_AS_IS = frozenset({str, bool, type(None), datetime})
 
 
 def dumps(value: Any) -> bytes:
@@ -53,8 +57,9 @@ def stable(value: Any) -> Any:
 
 
 def _object(obj: dict[str, Any]) -> dict[str, Any]:
-    out = {k: stable(v) for k, v in obj.items()}
-    if any(_is_index(k) for k in out):
+    out = {k: v if type(v) in _AS_IS else stable(v) for k, v in obj.items()}
+    # min() in C first: only a key sorting before ":" can start with a digit.
+    if out and min(out) < ":" and any(k[:1].isdigit() and _is_index(k) for k in out):
         indexes = sorted((k for k in out if _is_index(k)), key=int)
         out = {**{k: out[k] for k in indexes}, **{k: v for k, v in out.items() if k not in indexes}}
     return out
@@ -62,8 +67,7 @@ def _object(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _is_index(key: str) -> bool:
     return (
-        key[:1].isdigit()
-        and key.isascii()
+        key.isascii()
         and key.isdigit()
         and (key == "0" or key[0] != "0")
         and int(key) <= _MAX_INDEX

@@ -88,3 +88,12 @@ def test_leadrescue_mapping_splits_the_name_and_keeps_car_model_and_consent() ->
     assert (bjorn["first_name"], "last_name" in bjorn) == ("Björn", False)
     assert bjorn["custom_data"]["consent"] is False  # a form's "false"
     assert (long_name["first_name"], long_name["last_name"]) == ("Anna", "Maria von Karlsson")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_time_limit_counts_per_evaluation_not_from_compiling(engine: EngineName) -> None:
+    import time
+
+    expression = compile_expression("data.email", engine)
+    time.sleep(0.06)  # longer than the limit: a clock started at compile time would now fail
+    assert expression.evaluate({"data": {"email": "a@example.com"}}) == "a@example.com"
