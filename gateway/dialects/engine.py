@@ -64,7 +64,7 @@ class _Rust:
     def __init__(self, text: str) -> None:
         try:
             self._expr = jsonatapy.compile(text)
-        except ValueError as e:
+        except Exception as e:  # ValueError as documented; anything else is its failure too
             raise ExpressionError(_clean(str(e))) from e
         if "$pad" in text:
             self._expr.register_override("pad", _bounded_pad)
@@ -77,8 +77,8 @@ class _Rust:
                 max_stack_depth=EXPRESSION_MAX_DEPTH,
                 max_sequence_length=EXPRESSION_MAX_SEQUENCE,
             )
-        except (ValueError, TypeError, OverflowError, RecursionError) as e:
-            raise EvaluationError(_clean(str(e))) from e
+        except Exception as e:  # ValueError as documented; an input it cannot convert, too
+            raise EvaluationError(_clean(str(e)) or type(e).__name__) from e
 
 
 class _Python:
