@@ -67,10 +67,7 @@ def _object(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _is_index(key: str) -> bool:
     return (
-        key.isascii()
-        and key.isdigit()
-        and (key == "0" or key[0] != "0")
-        and int(key) <= _MAX_INDEX
+        key.isascii() and key.isdigit() and (key == "0" or key[0] != "0") and int(key) <= _MAX_INDEX
     )
 
 
