@@ -10,7 +10,7 @@ and for the benchmarks. docs/DIALECTS.md gives the measured reasons.
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
@@ -119,13 +119,27 @@ def compile_expression(text: str, engine: EngineName = DEFAULT_ENGINE) -> Expres
     return _ENGINES[engine](text)
 
 
-@functools.lru_cache(maxsize=1024)
+# Compiled expressions kept per thread: jsonatapy's are bound to the thread that made them (one
+# used or dropped on another panics), and a Leadgate process evaluates on its one loop thread.
+_COMPILED = threading.local()
+# Distinct expressions kept per thread; past it the cache starts afresh (a tenant has a few).
+_COMPILED_MAX = 1024
+
+
 def compiled(text: str) -> Expression:
-    """The compiled form of an expression already checked on save, kept per process.
+    """The compiled form of an expression already checked on save, kept per thread.
 
     Templates and mappings change rarely and are evaluated often, so each text is compiled once
-    per process; a changed expression is a different text, hence a different entry."""
-    return compile_expression(text)
+    per thread; a changed expression is a different text, hence a different entry."""
+    cache: dict[str, Expression] | None = getattr(_COMPILED, "cache", None)
+    if cache is None:
+        cache = _COMPILED.cache = {}
+    expression = cache.get(text)
+    if expression is None:
+        if len(cache) >= _COMPILED_MAX:
+            cache.clear()
+        expression = cache[text] = compile_expression(text)
+    return expression
 
 
 def _clean(message: str) -> str:

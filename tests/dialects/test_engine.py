@@ -97,3 +97,16 @@ def test_the_time_limit_counts_per_evaluation_not_from_compiling(engine: EngineN
     expression = compile_expression("data.email", engine)
     time.sleep(0.06)  # longer than the limit: a clock started at compile time would now fail
     assert expression.evaluate({"data": {"email": "a@example.com"}}) == "a@example.com"
+
+
+async def test_an_expression_compiled_on_another_thread_is_not_reused_here() -> None:
+    """jsonatapy's compiled expressions are bound to their thread; the cache is per thread."""
+    import asyncio
+
+    from gateway.dialects.engine import compiled
+
+    text = '{"email": data.email}'
+    await asyncio.to_thread(compiled, text)  # e.g. a CLI command run in a worker thread
+    assert compiled(text).evaluate({"data": {"email": "t@example.com"}}) == {
+        "email": "t@example.com"
+    }
