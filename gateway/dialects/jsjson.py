@@ -53,6 +53,23 @@ def stable(value: Any) -> Any:
         return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else str(value)
     if kind is list or kind is tuple:
         return [stable(v) for v in value]
+    return _subclass(value)
+
+
+def _subclass(value: Any) -> Any:
+    """Subclasses of the JSON types (an engine's sequence type, an IntEnum) as their base."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, dict):
+        return _object(dict(value))
+    if isinstance(value, list | tuple):
+        return [stable(v) for v in value]
+    if isinstance(value, float):
+        return _float(float(value))
+    if isinstance(value, int):
+        return stable(int(value))
+    if isinstance(value, str):
+        return str(value)
     return value  # datetimes and the like: orjson writes them as strings
 
 

@@ -98,3 +98,17 @@ def _close_shared_checker() -> Any:
     yield
     while _CHECKER:
         _CHECKER.pop().close()
+
+
+def test_subclasses_of_json_types_are_written_as_their_base_types() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        BIG = 2**60
+
+    class Sequence(list[Any]):
+        pass
+
+    assert jsjson.dumps(Sequence([80.0, Level.BIG, {"2": 1, "a": 2}])) == (
+        b'[80,"1152921504606846976",{"2":1,"a":2}]'
+    )
