@@ -191,3 +191,22 @@ async def test_preview_needs_the_manage_scope(client: Client, make_tenant: Any) 
         "/v1/templates/preview", json={"template": "data"}, headers=reader.headers
     )
     assert response.status == 403
+
+
+async def test_erasing_a_lead_drops_its_rendered_bodies(
+    client: Client, tenant: Tenant, receiver: Receiver, worker: None, conn: asyncpg.Connection
+) -> None:
+    await add_endpoint(client, tenant, receiver.url, template='{"email": data.email}')
+    lead = await post_lead(client, tenant, email="forget-me@example.com")
+    await receiver.wait_for(1)
+
+    async def kept() -> bool:
+        row = await delivery_of(conn)
+        return row is not None and row["state"] == "succeeded" and row["body"] is not None
+
+    await wait_until(kept)
+    erased = await client.delete(f"/v1/leads/{lead['id']}", headers=tenant.headers)
+    assert erased.status == 200
+    bodies = await conn.fetch("SELECT body FROM deliveries WHERE lead_id = $1", lead["id"])
+    assert all(b["body"] is None or b"forget-me" not in b["body"].encode() for b in bodies)
+    assert (await delivery_of(conn))["body"] is None
