@@ -191,11 +191,11 @@ async def add_endpoint(database_url: str, tenant_id: str, url: str, template: st
         await conn.close()
 
 
-async def succeeded(database_url: str) -> int:
+async def states(database_url: str) -> dict[str, int]:
     conn = await asyncpg.connect(database_url)
     try:
-        count: int = await conn.fetchval("SELECT count(*) FROM deliveries WHERE state='succeeded'")
-        return count
+        rows = await conn.fetch("SELECT state, count(*) FROM deliveries GROUP BY state")
+        return {r["state"]: r["count"] for r in rows}
     finally:
         await conn.close()
 
@@ -242,10 +242,13 @@ def delivery_round(
         )
         began = time.perf_counter()
         try:
-            while asyncio.run(succeeded(servers.database_url)) < count:
+            while (now := asyncio.run(states(servers.database_url))).get("pending", 0):
                 assert worker.process.poll() is None, children.log_tail(worker.log_path)
                 time.sleep(0.1)
-            return count / (time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            if now.get("succeeded", 0) < count:
+                print(f"  warning: not every delivery succeeded: {now}", flush=True)
+            return now.get("succeeded", 0) / seconds
         finally:
             children.stop(worker)
 

@@ -110,3 +110,14 @@ async def test_an_expression_compiled_on_another_thread_is_not_reused_here() -> 
     assert compiled(text).evaluate({"data": {"email": "t@example.com"}}) == {
         "email": "t@example.com"
     }
+
+
+def test_only_a_timeout_that_used_little_cpu_is_tried_again() -> None:
+    """A process descheduled past the wall-clock limit retries; a runaway one (CPU) does not."""
+    from gateway.constants import EXPRESSION_TIMEOUT_MS
+    from gateway.dialects.engine import _descheduled
+
+    timeout = "D1012: Evaluation timeout after 50 milliseconds"
+    assert _descheduled(timeout, used_ms=EXPRESSION_TIMEOUT_MS * 0.1)
+    assert not _descheduled(timeout, used_ms=EXPRESSION_TIMEOUT_MS * 0.9)
+    assert not _descheduled("D1011: Stack overflow", used_ms=0.0)
