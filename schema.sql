@@ -274,3 +274,21 @@ CREATE OR REPLACE TRIGGER api_keys_changed AFTER UPDATE OR DELETE ON api_keys
     FOR EACH ROW EXECUTE FUNCTION leadgate_auth_changed();
 CREATE OR REPLACE TRIGGER tenants_changed AFTER UPDATE OR DELETE ON tenants
     FOR EACH ROW EXECUTE FUNCTION leadgate_auth_changed();
+
+-- Dialects. An endpoint's payload template (JSONata, compiled on save); NULL sends the event.
+ALTER TABLE endpoints ADD COLUMN IF NOT EXISTS template text;
+-- A templated delivery's body, rendered at its first attempt and sent unchanged by every retry;
+-- a manual retry or replay clears it, so the endpoint's current template renders it again.
+ALTER TABLE deliveries ADD COLUMN IF NOT EXISTS body text;
+-- Sender mappings: named JSONata expressions from an incoming body to postback fields.
+CREATE TABLE IF NOT EXISTS mappings (
+    tenant_id    text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    expression   text NOT NULL,
+    description  text,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, name)
+);
+-- The mapping a key's postbacks go through unless they name one with ?mapping=.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS mapping text;

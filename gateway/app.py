@@ -13,10 +13,23 @@ from aiohttp import web
 
 from gateway import db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
-from gateway.appkeys import BATCHER, CIPHER, KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS, WAKER
+from gateway.appkeys import (
+    BATCHER,
+    CIPHER,
+    KEYS,
+    LIMITER,
+    MAPPINGS,
+    OUTBOX,
+    POOL,
+    REDIS,
+    SETTINGS,
+    WAKER,
+)  # fmt: skip
 from gateway.batcher import Batcher
 from gateway.crypto import Cipher
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
+from gateway.dialects.mappings import MappingCache
+from gateway.dialects.views import OPERATIONS as DIALECT_OPERATIONS
 from gateway.endpoints.views import OPERATIONS as ENDPOINT_OPERATIONS
 from gateway.events import Outbox
 from gateway.health import OPENAPI, healthz, openapi, package_version, readyz
@@ -39,6 +52,7 @@ OPERATIONS: list[Operation] = [
     *DELIVERY_OPERATIONS,
     *INBOUND_OPERATIONS,
     *ANALYTICS_OPERATIONS,
+    *DIALECT_OPERATIONS,
 ]
 
 
@@ -52,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[KEYS] = KeyCache(settings.auth_cache_seconds)
     app[CIPHER] = Cipher.from_settings(settings)
+    app[MAPPINGS] = MappingCache(settings.auth_cache_seconds)
     app[OPENAPI] = jsonio.dumps(build_document(OPERATIONS, package_version()))
     app.cleanup_ctx.append(_postgres)
     app.cleanup_ctx.append(_redis)

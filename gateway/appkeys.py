@@ -8,6 +8,7 @@ from arq.connections import ArqRedis
 
 from gateway.batcher import Batcher
 from gateway.crypto import Cipher
+from gateway.dialects.mappings import MappingCache
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
@@ -23,6 +24,9 @@ KEYS = web.AppKey("keys", KeyCache)
 WAKER = web.AppKey("waker", Waker)
 BATCHER = web.AppKey("batcher", Batcher)
 CIPHER = web.AppKey("cipher", Cipher)
+MAPPINGS = web.AppKey("mappings", MappingCache)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
+# The sender mapping a postback went through, named in its 400s.
+MAPPED_BY = web.RequestKey("mapped_by", str)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import asyncpg
 import click
@@ -383,12 +383,21 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--tenant", "tenant_id", required=True)
 @click.option("--scopes", default=",".join(SCOPES), show_default=True)
+@click.option("--mapping", help="The sender mapping its postbacks go through by default.")
 @click.option("--json", "as_json", is_flag=True, help="Print {id, key} as JSON.")
 @with_connection
-async def keys_create(conn: asyncpg.Connection, tenant_id: str, scopes: str, as_json: bool) -> None:
+async def keys_create(
+    conn: asyncpg.Connection, tenant_id: str, scopes: str, mapping: str | None, as_json: bool
+) -> None:
+    from gateway.dialects.mappings import mapping_exists
+
     scope_list = _parse_scopes(scopes)
+    if mapping is not None and not await mapping_exists(conn, tenant_id, mapping):
+        raise click.BadParameter(
+            f"tenant {tenant_id} has no mapping {mapping!r}", param_hint="--mapping"
+        )
     try:
-        row, key = await create_key(conn, tenant_id, scope_list)
+        row, key = await create_key(conn, tenant_id, scope_list, mapping)
     except asyncpg.ForeignKeyViolationError as e:
         raise click.ClickException(f"no tenant {tenant_id}") from e
     if as_json:
@@ -449,6 +458,9 @@ def endpoints() -> None:
 @click.argument("url")
 @click.option("--events", default="*", show_default=True, help="Comma-separated: lead.*,…")
 @click.option("--description")
+@click.option(
+    "--template", type=click.File(encoding="utf-8"), help="A JSONata payload template file."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoint and its secret.")
 @click.pass_context
 def endpoints_add(
@@ -457,6 +469,7 @@ def endpoints_add(
     url: str,
     events: str,
     description: str | None,
+    template: TextIO | None,
     as_json: bool,
 ) -> None:
     from gateway.endpoints.store import EndpointRefused, add_endpoint, parse_spec
@@ -473,6 +486,7 @@ def endpoints_add(
                     "url": url,
                     "event_types": [e.strip() for e in events.split(",") if e.strip()],
                     "description": description,
+                    "template": template.read() if template else None,
                 }
             )
             return await add_endpoint(
@@ -593,6 +607,12 @@ async def sources_list(conn: asyncpg.Connection, tenant_id: str, as_json: bool) 
                       r["created_at"].isoformat(timespec="seconds"))  # fmt: skip
     Console().print(table)
 
+
+# Command groups kept in modules of their own, built on the helpers above.
+from gateway.cli_dialects import mappings, templates  # noqa: E402
+
+main.add_command(mappings)
+main.add_command(templates)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -56,3 +56,20 @@ AUTH_LISTENER_TIMEOUT = 2.0
 # Reconnecting after a lost listener waits this long at first, doubling up to the maximum.
 AUTH_LISTENER_RETRY_MIN = 0.1
 AUTH_LISTENER_RETRY_MAX = 5.0
+# JSONata expressions (endpoint templates, sender mappings) are tenant-written code run on the
+# request path and in the worker's event loop, so each evaluation is bounded. A typical one takes
+# about 10 µs; 50 ms is far beyond any honest expression and short enough that a runaway one
+# stalls its process only briefly before it is stopped.
+EXPRESSION_TIMEOUT_MS = 50
+# Nested function calls an expression may make: deep enough for any recursion over a lead,
+# shallow enough that the engine's own stack never overflows.
+EXPRESSION_MAX_DEPTH = 200
+# Items one step of an expression may produce (`[1..n]`, a map, a filter): a lead has tens.
+EXPRESSION_MAX_SEQUENCE = 10_000
+# The longest text an expression is saved with: a template for any CRM fits in a few kilobytes.
+MAX_EXPRESSION_LENGTH = 50_000
+# A rendered webhook body larger than this is a template error: a lead event is a few kilobytes,
+# and a receiver should never be sent megabytes because a template went astray.
+MAX_RENDERED_BODY = 256 * 1024
+# A mapping's name, as used in `?mapping=NAME` and `leadgate keys create --mapping NAME`.
+MAPPING_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"

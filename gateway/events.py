@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway import jsonio
 from gateway.constants import EVENT_PREFIX
 from gateway.db import Conn
+from gateway.dialects import jsjson
 from gateway.ids import new_id
 
 # An endpoint's `event_types` entry matches a type exactly, as `prefix.*`, or as `*`.
@@ -66,7 +66,8 @@ class Event:
 
 
 def envelope(event_id: str, event: Event) -> bytes:
-    return jsonio.dumps(
+    # JavaScript-stable, so receivers that re-serialise the parsed body get these bytes back.
+    return jsjson.dumps(
         {"id": event_id, "type": event.type, "timestamp": event.at, "data": event.data}
     )
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway import jsonio
 from gateway.appkeys import SETTINGS
+from gateway.dialects import jsjson
 from gateway.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,7 +27,8 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def json_response(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=jsonio.dumps(payload), status=status, content_type=JSON_TYPE)
+    """A JSON reply, its numbers written as the webhooks write them (a form's "80" is 80)."""
+    return web.Response(body=jsjson.dumps(payload), status=status, content_type=JSON_TYPE)
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -20,12 +20,13 @@ from gateway.ids import new_id
 from gateway.tenants import Pipeline
 
 CREATE_KEY = """
-INSERT INTO api_keys (id, tenant_id, key_hash, hint, scopes) VALUES ($1, $2, $3, $4, $5)
-RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
+INSERT INTO api_keys (id, tenant_id, key_hash, hint, scopes, mapping)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, tenant_id, hint, scopes, created_at, revoked_at, mapping
 """
 
 LIST_KEYS = """
-SELECT id, tenant_id, hint, scopes, created_at, revoked_at FROM api_keys
+SELECT id, tenant_id, hint, scopes, created_at, revoked_at, mapping FROM api_keys
 WHERE ($1::text IS NULL OR tenant_id = $1) ORDER BY created_at, id
 """
 
@@ -37,7 +38,7 @@ RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
 # One round trip authenticates the key and loads what every request needs of its tenant.
 AUTHENTICATE = """
 SELECT k.id AS key_id, k.key_hash, k.scopes, t.id AS tenant_id, t.stages, t.exit_stages,
-       t.match_phone, t.rate_limit, t.scope_rate_limits
+       t.match_phone, t.rate_limit, t.scope_rate_limits, k.mapping
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
@@ -54,6 +55,8 @@ class Principal:
     match_phone: bool
     rate_limit: int | None
     scope_rate_limits: dict[str, int]
+    # The sender mapping this key's postbacks go through unless they name one.
+    mapping: str | None = None
 
     def limit_for(self, scope: str, default: int) -> int:
         """Requests per minute for this key in `scope`: scope override, tenant's, default."""
@@ -68,11 +71,19 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def create_key(conn: Conn, tenant_id: str, scopes: list[str]) -> tuple[asyncpg.Record, str]:
+async def create_key(
+    conn: Conn, tenant_id: str, scopes: list[str], mapping: str | None = None
+) -> tuple[asyncpg.Record, str]:
     """Create a key; the plain key is returned here and nowhere else, ever."""
     key = generate_key()
     row = await conn.fetchrow(
-        CREATE_KEY, new_id(KEY_PREFIX), tenant_id, hash_key(key), key[:API_KEY_HINT_LENGTH], scopes
+        CREATE_KEY,
+        new_id(KEY_PREFIX),
+        tenant_id,
+        hash_key(key),
+        key[:API_KEY_HINT_LENGTH],
+        scopes,
+        mapping,
     )
     assert row is not None
     return row, key
@@ -149,6 +160,7 @@ async def authenticate(
         match_phone=row["match_phone"],
         rate_limit=row["rate_limit"],
         scope_rate_limits=row["scope_rate_limits"],
+        mapping=row["mapping"],
     )
     if cache is not None:
         cache.put(digest, principal, generation)

@@ -19,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from gateway import jsonio, metrics
-from gateway.appkeys import KEYS, LIMITER, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
+from gateway.appkeys import KEYS, LIMITER, MAPPED_BY, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
 from gateway.batcher import unavailable
 from gateway.constants import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from gateway.db import is_unavailable
@@ -79,6 +79,14 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     )
 
 
+def _naming_mapping(request: web.Request, error: ApiError) -> ApiError:
+    """A 400 of a postback that went through a sender mapping says which one made its fields."""
+    mapping = request.get(MAPPED_BY)
+    if mapping is not None and isinstance(error, InvalidRequest) and "mapping" not in error.message:
+        error.message = f"{error.message} (the fields as mapping {mapping!r} made them)"
+    return error
+
+
 def _request_id(request: web.Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     if 0 < len(given) <= MAX_REQUEST_ID and _SANE_ID.match(given):
@@ -116,7 +124,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         refuse_nul_query(request.query)
         response = await handler(request)
     except ApiError as e:
-        response = error_response(e, request_id)
+        response = error_response(_naming_mapping(request, e), request_id)
     except web.HTTPException as e:
         if e.status < 400:
             raise

@@ -22,7 +22,7 @@ import asyncpg
 import structlog
 
 from gateway.wake import Waker
-from workers import sql
+from workers import render, sql
 from workers.completer import Completer
 from workers.delivery import attempt, decide, triage
 from workers.state import WorkerState
@@ -96,18 +96,21 @@ class Claimer:
 
     async def _dispatch(self, rows: list[asyncpg.Record]) -> None:
         now = datetime.now(UTC)
+        rows, bodies, failed = await render.prepare(self._state, rows)
+        for outcome in failed:
+            self._completer.add(outcome)
         sorted_ = await triage(self._state, rows, now)
         for outcome in sorted_.disabled:
             self._completer.add(outcome)
         if sorted_.later:
             self._completer.put_back(sorted_.later)
         for row in sorted_.send:
-            task = asyncio.create_task(self._send(row))
+            task = asyncio.create_task(self._send(row, bodies[row["id"]]))
             self._sending[task] = row
             task.add_done_callback(self._sent)
 
-    async def _send(self, row: asyncpg.Record) -> None:
-        result = await attempt(self._state, row)
+    async def _send(self, row: asyncpg.Record, body: bytes) -> None:
+        result = await attempt(self._state, row, body)
         self._completer.add(decide(self._state, row, result))
 
     def _sent(self, task: asyncio.Task[None]) -> None:

@@ -172,7 +172,7 @@ async def _update_health(state: WorkerState, conn: Conn, outcomes: list[Outcome]
     failures: dict[str, int] = defaultdict(int)
     gone: set[str] = set()
     for o in outcomes:
-        if o.attempt is None:
+        if o.attempt is None or not o.receiver_asked:
             continue
         endpoint = o.row["endpoint_id"]
         if o.attempt.ok:
@@ -224,6 +224,6 @@ def _announce(state: WorkerState, o: Outcome) -> None:
     }
     log.info("delivery_attempt", **line)
     metrics.DELIVERY_ATTEMPTS.labels(o.label).inc()
-    if o.attempt is not None:
+    if o.attempt is not None and o.receiver_asked:
         metrics.DELIVERY_LATENCY.observe(o.attempt.latency_ms / 1000)
     state.publisher.publish(orjson.dumps({**line, "at": datetime.now(UTC).isoformat()}))

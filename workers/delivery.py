@@ -34,6 +34,8 @@ class Outcome:
     state: str
     next_attempt_at: datetime | None
     error: str | None
+    # False when the receiver was never asked (a template failed): its health is not judged.
+    receiver_asked: bool = True
 
     @property
     def label(self) -> str:
@@ -94,10 +96,9 @@ async def _rate_wait(state: WorkerState, row: asyncpg.Record) -> float:
     return wait or 0.0
 
 
-async def attempt(state: WorkerState, row: asyncpg.Record) -> Attempt:
-    """Sign and POST the event's stored body; never raises for what the receiver does."""
+async def attempt(state: WorkerState, row: asyncpg.Record, body: bytes) -> Attempt:
+    """Sign and POST `body` (see `workers.render`); never raises for what the receiver does."""
     settings = state.settings
-    body = row["body"].encode()
     # Secrets are stored encrypted (gateway/crypto.py); decrypted only to sign.
     stored = (row["secret"], row["previous_secret"])
     secrets_ = [state.cipher.decrypt_text(s) for s in stored if s]

@@ -24,12 +24,12 @@ UPDATE deliveries d SET leased_until = now() + make_interval(secs => $2),
 FROM picked, events e, endpoints ep
 WHERE d.id = picked.id AND e.id = d.event_id AND ep.id = d.endpoint_id
 RETURNING d.id, d.tenant_id, d.event_id, d.endpoint_id, d.lead_id, d.event_type,
-          d.attempt_count, d.tries, d.ordered, e.body, ep.url, ep.headers, ep.signature,
-          ep.secret,
+          d.attempt_count, d.tries, d.ordered, e.body, d.body AS rendered_body, ep.template,
+          ep.url, ep.headers, ep.signature, ep.secret,
           CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END
               AS previous_secret,
           ep.enabled, ep.rate_limit, ep.consecutive_failures, ep.circuit_open_until,
-          ep.failing_since
+          ep.failing_since, ep.template, d.body AS rendered_body
 """
 
 # When the next pending delivery not yet due will be: a worker with nothing to do sleeps until

@@ -33,17 +33,18 @@ ORDER BY d.created_at DESC, d.id DESC LIMIT $3
 """
 
 # A retry or replay gives the delivery the whole retry schedule again, from now; one being sent
-# at this moment is left alone (its attempt decides).
+# at this moment is left alone (its attempt decides). A templated body kept from an earlier
+# rendering is dropped, so the endpoint's current template renders it again.
 RESTART = f"""
 UPDATE deliveries d SET state = 'pending', tries = 0, next_attempt_at = now(),
-    leased_until = NULL, last_error = NULL, updated_at = now()
+    leased_until = NULL, last_error = NULL, body = NULL, updated_at = now()
 WHERE d.id = $1 AND d.tenant_id = $2 AND d.state <> 'pending'
 RETURNING {_COLUMNS}
 """
 
 REPLAY_ENDPOINT = """
 UPDATE deliveries SET state = 'pending', tries = 0, next_attempt_at = now(),
-    leased_until = NULL, last_error = NULL, updated_at = now()
+    leased_until = NULL, last_error = NULL, body = NULL, updated_at = now()
 WHERE endpoint_id = $1 AND tenant_id = $2 AND created_at >= $3 AND state = ANY ($4::text[])
 RETURNING id
 """

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from gateway.dialects.templates import check_template
 from gateway.signing import Signature
 
 # Event types are dotted lowercase words; a pattern is a type, `prefix.*`, or `*`.
@@ -20,6 +21,10 @@ RESERVED_HEADERS = frozenset(
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+TEMPLATE_DESCRIPTION = (
+    "A JSONata expression from the event ({id, type, timestamp, data}) to the webhook body; "
+    "compiled on save. Null sends the event itself."
+)
 
 
 def _check_patterns(patterns: list[str]) -> list[str]:
@@ -61,9 +66,13 @@ class EndpointFields(BaseModel):
         "previous one ended (succeeded, failed or cancelled).",
     )
     signature: Signature = Field(default_factory=Signature)
+    template: str | None = Field(
+        None, description=TEMPLATE_DESCRIPTION, examples=['{"event": type, "lead": data}']
+    )
 
     _patterns = field_validator("event_types")(_check_patterns)
     _headers = field_validator("headers")(_check_headers)
+    _template = field_validator("template")(lambda v: v if v is None else check_template(v))
 
 
 class EndpointIn(EndpointFields):
@@ -99,8 +108,11 @@ class EndpointPatch(BaseModel):
         None, description="Replace the secret at once; rotate-secret keeps the old one a while."
     )
 
+    template: str | None = Field(None, description=TEMPLATE_DESCRIPTION)
+
     _patterns = field_validator("event_types")(lambda v: v if v is None else _check_patterns(v))
     _headers = field_validator("headers")(lambda v: v if v is None else _check_headers(v))
+    _template = field_validator("template")(lambda v: v if v is None else check_template(v))
 
 
 class RotateSecret(BaseModel):
@@ -131,6 +143,7 @@ class Endpoint(BaseModel):
     ordered: bool
     disabled_reason: str | None
     signature: dict[str, Any]
+    template: str | None
     health: EndpointHealth
     created_at: datetime
     updated_at: datetime

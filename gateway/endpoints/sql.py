@@ -4,12 +4,12 @@ from __future__ import annotations
 
 _COLUMNS = """id, url, description, event_types, headers, rate_limit, enabled, ordered,
     disabled_reason, signature, consecutive_failures, circuit_open_until, failing_since,
-    created_at, updated_at, public_key"""
+    created_at, updated_at, public_key, template"""
 
 CREATE_ENDPOINT = f"""
 INSERT INTO endpoints (id, tenant_id, url, description, event_types, headers, rate_limit,
-                       enabled, signature, secret, public_key, ordered)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                       enabled, signature, secret, public_key, ordered, template)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING {_COLUMNS}
 """
 
@@ -37,6 +37,7 @@ UPDATE endpoints SET
     public_key = CASE WHEN $10 IS NULL THEN public_key ELSE $13 END,
     previous_secret = CASE WHEN $10->>'scheme' IS DISTINCT FROM signature->>'scheme'
                            AND $10 IS NOT NULL THEN NULL ELSE previous_secret END,
+    template = CASE WHEN $15 THEN $16 ELSE template END,
     enabled = coalesce($11, enabled),
     disabled_reason = CASE WHEN $11 THEN NULL ELSE disabled_reason END,
     consecutive_failures = CASE WHEN $11 AND NOT enabled THEN 0 ELSE consecutive_failures END,

@@ -44,6 +44,7 @@ def endpoint_json(row: Any) -> dict[str, Any]:
         "ordered": row["ordered"],
         "disabled_reason": row["disabled_reason"],
         "signature": row["signature"],
+        "template": row["template"],
         "health": {
             "consecutive_failures": row["consecutive_failures"],
             "circuit_open_until": row["circuit_open_until"],
@@ -145,5 +146,6 @@ async def add_endpoint(
         cipher.encrypt(secret),
         public,
         spec.ordered,
+        spec.template,
     )
     return {**endpoint_json(row), **shown_key(secret, public)}

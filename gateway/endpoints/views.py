@@ -126,6 +126,8 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         secret,
         public_key,
         patch.ordered,
+        "template" in sent,
+        patch.template,
     )
     if row is None:
         raise NotFound(f"no endpoint with id {request.match_info['endpoint_id']!r}")

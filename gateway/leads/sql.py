@@ -113,8 +113,11 @@ RETURNING id, {_COLS}, opted_out_at, created_at, updated_at
 # carried the lead are dropped. Only `lead.deleted`, written next, goes out afterwards.
 ERASE_FROM_OUTBOX = """
 WITH cancelled AS (
-    UPDATE deliveries SET state = 'cancelled', leased_until = NULL, updated_at = now()
+    UPDATE deliveries SET state = 'cancelled', leased_until = NULL, body = NULL, updated_at = now()
     WHERE lead_id = $1 AND tenant_id = $2 AND state = 'pending'
+), unrendered AS (
+    UPDATE deliveries SET body = NULL
+    WHERE lead_id = $1 AND tenant_id = $2 AND state <> 'pending' AND body IS NOT NULL
 ), scrubbed AS (
     UPDATE events SET body = jsonb_build_object(
         'id', id, 'type', type, 'timestamp', body::jsonb -> 'timestamp',

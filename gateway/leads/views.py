@@ -18,6 +18,7 @@ from gateway.batcher import Outcome
 from gateway.changes import run_batched, run_change
 from gateway.db import Conn
 from gateway.deliveries.views import recent_deliveries
+from gateway.dialects.views import mapped_fields
 from gateway.errors import ApiError, InvalidRequest, NotFound
 from gateway.events import Event, Tx
 from gateway.http import body_fields, json_response, query_fields, read_body, validate
@@ -67,6 +68,7 @@ async def _apply_postbacks(
 
 
 async def _run_postback(request: web.Request, fields: dict[str, Any], body: bytes) -> web.Response:
+    fields = await mapped_fields(request, fields)  # a sender's mapping (?mapping= or the key's)
     postback = validate(PostbackIn, fields)
     prepared = prepare(request[PRINCIPAL], postback, request.app[SETTINGS].default_phone_region)
     # A GET postback is a pixel: it carries no Idempotency-Key; matching deduplicates it.

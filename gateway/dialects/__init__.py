@@ -1,0 +1,1 @@
+"""Dialects: speaking each receiver's and sender's JSON (templates, mappings, stable numbers)."""
