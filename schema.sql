@@ -225,3 +225,16 @@ CREATE INDEX IF NOT EXISTS leads_tenant_created_id ON leads (tenant_id, created_
 ALTER TABLE delivery_attempts ADD COLUMN IF NOT EXISTS tenant_id text;
 CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
     ON delivery_attempts (tenant_id, started_at) INCLUDE (latency_ms, outcome);
+
+-- Dashboard sign-ins. The cookie carries a random token; only its SHA-256 is kept, as for API
+-- keys. A session acts as the API key that signed in: revoking the key ends it at once, and
+-- deleting the key (or its tenant) deletes it.
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    token_hash  bytea PRIMARY KEY,
+    key_id      text NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    csrf_token  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_expires ON dashboard_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_key ON dashboard_sessions (key_id);

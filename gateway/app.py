@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import db, jsonio
+from gateway import dashboard, db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
 from gateway.appkeys import KEYS, LIMITER, OUTBOX, POOL, REDIS, SETTINGS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/metrics", metrics_view)
+    dashboard.install(app)
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
@@ -17,6 +19,10 @@ REDIS = web.AppKey("redis", ArqRedis)
 OUTBOX = web.AppKey("outbox", Outbox)
 LIMITER = web.AppKey("limiter", RateLimiter)
 KEYS = web.AppKey("keys", KeyCache)
+# Who a request without an API key is, from a dashboard session cookie; set by the dashboard.
+SESSION_AUTH: web.AppKey[Callable[[web.Request], Awaitable[Principal | None]]] = web.AppKey(
+    "session_auth"
+)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)
