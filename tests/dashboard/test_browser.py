@@ -70,12 +70,14 @@ class Switch:
 class Stack:
     base: str
     key: str
+    read_key: str
     tenant_id: str
     endpoint_id: str
     switch: Switch
     page: Any
     console_errors: list[str]
     http: aiohttp.ClientSession
+    browser: Any = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -111,16 +113,33 @@ class Stack:
         await self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-async def _fresh_tenant(database_url: str) -> tuple[str, str]:
+async def _fresh_tenant(database_url: str) -> tuple[str, str, str]:
     conn = await asyncpg.connect(database_url)
     try:
         await db.init_connection(conn)
         await conn.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
         tenant = await create_tenant(conn, "browser")
         _, key = await create_key(conn, tenant["id"], ["ingest", "read", "manage"])
-        return tenant["id"], key
+        _, read_key = await create_key(conn, tenant["id"], ["read"])
+        return tenant["id"], key, read_key
     finally:
         await conn.close()
+
+
+async def new_page(browser: Any, errors: list[str]) -> Any:
+    """A page in a context of its own (its own cookies) that records every console error."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    return page
+
+
+async def sign_in(stack: Stack, page: Any, key: str) -> None:
+    await page.goto(stack.base + "/dashboard/login")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_selector("main[data-ready]:not([aria-busy])", timeout=WAIT_MS)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -133,7 +152,7 @@ async def stack(servers: Servers) -> AsyncIterator[Stack]:
         # One attempt: a failing receiver leaves the delivery `failed`, for the page to retry.
         **{**FAST, "retry_schedule": (0.0,)},
     )
-    tenant_id, key = await _fresh_tenant(servers.database_url)
+    tenant_id, key, read_key = await _fresh_tenant(servers.database_url)
     switch = Switch()
     switch.receiver.reply = switch.reply
     receiver_runner = await start(switch.receiver)
@@ -142,13 +161,12 @@ async def stack(servers: Servers) -> AsyncIterator[Stack]:
     base = str(server.make_url("")).rstrip("/")
     playwright = await playwright_api.async_playwright().start()
     browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    page = await new_page(browser, errors)
     try:
         async with running_in_loop(settings), aiohttp.ClientSession() as http:
-            made = Stack(base, key, tenant_id, "", switch, page, errors, http)
+            made = Stack(base, key, read_key, tenant_id, "", switch, page, errors, http)
+            made.browser = browser
             endpoint = await made.api(
                 "POST", "/v1/endpoints", json={"url": switch.receiver.url, "description": "CRM"}
             )
@@ -167,11 +185,7 @@ async def ui(stack: Stack) -> AsyncIterator[Stack]:
     stack.console_errors.clear()
     stack.switch.failing = False
     if "/dashboard/login" in stack.page.url or stack.page.url == "about:blank":
-        await stack.visit("/dashboard/")
-        if "/dashboard/login" in stack.page.url:
-            await stack.page.get_by_label("API key").fill(stack.key)
-            await stack.page.get_by_role("button", name="Sign in").click()
-            await stack.drawn()
+        await sign_in(stack, stack.page, stack.key)
     yield stack
     assert stack.console_errors == []
 
@@ -331,3 +345,22 @@ async def test_signing_out_ends_the_session(ui: Stack) -> None:
     await expect(ui.page).to_have_url(re.compile(r"/dashboard/login$"))
     await ui.page.goto(ui.base + "/dashboard/leads")
     await expect(ui.page).to_have_url(re.compile(r"/dashboard/login$"))
+
+
+async def test_a_read_only_key_sees_everything_and_can_change_nothing(ui: Stack) -> None:
+    await ui.post_lead(email="readonly@example.com", first_name="Reader")
+    errors: list[str] = []
+    page = await new_page(ui.browser, errors)
+    try:
+        await sign_in(ui, page, ui.read_key)
+        await page.goto(ui.base + "/dashboard/board")
+        await page.wait_for_selector("main[data-ready]:not([aria-busy])", timeout=WAIT_MS)
+        await expect(page.get_by_role("link", name="Reader")).to_be_visible()
+        await expect(page.get_by_label("Stage of Reader")).to_have_count(0)
+        await page.goto(ui.base + "/dashboard/endpoints")
+        await page.wait_for_selector("main[data-ready]:not([aria-busy])", timeout=WAIT_MS)
+        await expect(page.get_by_text(ui.switch.receiver.url)).to_be_visible()
+        await expect(page.get_by_role("button", name="Send test event")).to_have_count(0)
+    finally:
+        await page.context.close()
+    assert errors == []
