@@ -1,5 +1,5 @@
 // Pipeline board: a column per stage (the pipeline's, then its exit stages), a card per lead,
-// newest first. Moving a card is PATCH /v1/leads/{id} {stage}: the API's rules decide, and the
+// newest first, and each column's count (GET /v1/leads/stage-counts). Moving a card is PATCH /v1/leads/{id} {stage}: the API's rules decide, and the
 // board is drawn again from the API afterwards. Cards move by dragging, or by keyboard (and on
 // touch screens) with each card's stage menu.
 
@@ -67,11 +67,15 @@ export async function render(ctx) {
   );
 
   async function draw() {
-    const pages = await Promise.all(
-      stages.map((stage) => api("GET", "/v1/leads", { query: { stage, limit: PER_COLUMN, search } })),
-    );
+    // One pass counts every column; each column's cards then skip counting again.
+    const [counted, ...pages] = await Promise.all([
+      api("GET", "/v1/leads/stage-counts", { query: { search } }),
+      ...stages.map((stage) => api("GET", "/v1/leads", { query: { stage, limit: PER_COLUMN, search, total: "false" } })),
+    ]);
+    const totals = new Map(counted.data.map((c) => [c.stage, c.leads]));
     const all = new Map(pages.flatMap((p) => p.data.map((lead) => [lead.id, lead])));
-    columns.replaceChildren(...stages.map((stage, i) => column(stage, { ...pages[i], all }, stages, ctx, move)));
+    columns.replaceChildren(...stages.map((stage, i) =>
+      column(stage, { ...pages[i], total: totals.get(stage) ?? pages[i].data.length, all }, stages, ctx, move)));
     for (const item of columns.querySelectorAll(".card[draggable]")) {
       item.addEventListener("dragstart", (event) => {
         event.dataTransfer.setData("text/plain", item.dataset.id);
