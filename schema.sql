@@ -231,6 +231,7 @@ CREATE INDEX IF NOT EXISTS delivery_attempts_tenant_started
 -- deleting the key (or its tenant) deletes it.
 CREATE TABLE IF NOT EXISTS dashboard_sessions (
     token_hash  bytea PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     key_id      text NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
     csrf_token  text NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),

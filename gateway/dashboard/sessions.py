@@ -60,7 +60,12 @@ async def start_session(pool: asyncpg.Pool, principal: Principal, seconds: float
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(sql.PRUNE_SESSIONS)
         expires = await conn.fetchval(
-            sql.CREATE_SESSION, digest_of(token), principal.key_id, csrf, seconds
+            sql.CREATE_SESSION,
+            digest_of(token),
+            principal.tenant_id,
+            principal.key_id,
+            csrf,
+            seconds,
         )
     return NewSession(token, expires)
 
