@@ -292,3 +292,16 @@ CREATE TABLE IF NOT EXISTS mappings (
 );
 -- The mapping a key's postbacks go through unless they name one with ?mapping=.
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS mapping text;
+-- Dashboard sign-ins. The cookie carries a random token; only its SHA-256 is kept, as for API
+-- keys. A session acts as the API key that signed in: revoking the key ends it at once, and
+-- deleting the key (or its tenant) deletes it.
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    token_hash  bytea PRIMARY KEY,
+    tenant_id   text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    key_id      text NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    csrf_token  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_expires ON dashboard_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_key ON dashboard_sessions (key_id);

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from gateway import db, jsonio
+from gateway import dashboard, db, jsonio
 from gateway.analytics import OPERATIONS as ANALYTICS_OPERATIONS
 from gateway.appkeys import (
     BATCHER,
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/metrics", metrics_view)
+    dashboard.install(app)
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
@@ -25,6 +27,10 @@ WAKER = web.AppKey("waker", Waker)
 BATCHER = web.AppKey("batcher", Batcher)
 CIPHER = web.AppKey("cipher", Cipher)
 MAPPINGS = web.AppKey("mappings", MappingCache)
+# Who a request without an API key is, from a dashboard session cookie; set by the dashboard.
+SESSION_AUTH: web.AppKey[Callable[[web.Request], Awaitable[Principal | None]]] = web.AppKey(
+    "session_auth"
+)
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -73,3 +73,14 @@ MAX_EXPRESSION_LENGTH = 50_000
 MAX_RENDERED_BODY = 256 * 1024
 # A mapping's name, as used in `?mapping=NAME` and `leadgate keys create --mapping NAME`.
 MAPPING_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# The dashboard's session cookie, and the header every non-GET request of a signed-in page must
+# carry with the session's CSRF token. A session token carries 256 random bits, as a key does.
+SESSION_COOKIE = "leadgate_session"
+CSRF_HEADER = "X-CSRF-Token"
+SESSION_TOKEN_BYTES = 32
+# The live view's stream sends a comment this often so that proxies keep an idle stream open.
+LIVE_KEEPALIVE_SECONDS = 15.0
+# Outcomes buffered per live viewer; a viewer that falls this far behind misses the oldest.
+LIVE_QUEUE_SIZE = 1000
+# After losing Redis, the live view's subscriber tries again after this long.
+LIVE_RECONNECT_SECONDS = 1.0

@@ -130,7 +130,8 @@ def banner(settings: Settings, demo: Demo) -> str:
     return (
         f"\n[bold green]Leadgate is running[/bold green] on {base}\n\n"
         f"demo tenant  {tenant_id}\n"
-        f"API key      [bold]{key}[/bold]   (shown once; a new one each start)\n\n"
+        f"API key      [bold]{key}[/bold]   (shown once; a new one each start)\n"
+        f"dashboard    {base}/dashboard/   (sign in with the key above)\n\n"
         f"post a lead:\n  {curl}\n\n"
         f"list leads:\n  curl -s {base}/v1/leads -H 'Authorization: Bearer {key}'\n\n"
         f"demo webhook endpoint {demo.endpoint_id} → {demo.endpoint_url}\n"

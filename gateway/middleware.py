@@ -19,7 +19,16 @@ import structlog
 from aiohttp import web
 
 from gateway import jsonio, metrics
-from gateway.appkeys import KEYS, LIMITER, MAPPED_BY, POOL, PRINCIPAL, REQUEST_ID, SETTINGS
+from gateway.appkeys import (
+    KEYS,
+    LIMITER,
+    MAPPED_BY,
+    POOL,
+    PRINCIPAL,
+    REQUEST_ID,
+    SESSION_AUTH,
+    SETTINGS,
+)  # fmt: skip
 from gateway.batcher import unavailable
 from gateway.constants import MAX_REQUEST_ID, REQUEST_ID_HEADER
 from gateway.db import is_unavailable
@@ -181,9 +190,13 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if scope is None:
         return await handler(request)
     key = _key_of(request)
-    if not key:
-        raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
-    principal = await authenticate_key(request.app[POOL], key, request.app[KEYS])
+    principal = None
+    if not key and (signed_in := request.app.get(SESSION_AUTH)) is not None:
+        principal = await signed_in(request)  # a dashboard session: same origin, CSRF-checked
+    if principal is None:
+        if not key:
+            raise Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+        principal = await authenticate_key(request.app[POOL], key, request.app[KEYS])
     if principal is None:
         raise Unauthorized("the API key is not valid (unknown or revoked)")
     structlog.contextvars.bind_contextvars(tenant_id=principal.tenant_id, key_id=principal.key_id)

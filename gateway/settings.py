@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     circuit_failures: int = Field(5, ge=1)
     circuit_cooldown: float = Field(60.0, gt=0)
     endpoint_disable_after: float = Field(5 * 86_400, gt=0)
+    dashboard_session_seconds: float = Field(
+        43_200, ge=60, le=30 * 86_400, description="How long a dashboard sign-in lasts."
+    )
+    dashboard_secure_cookie: bool = Field(
+        False, description="Mark the dashboard's cookie Secure even when the request is plain HTTP."
+    )
 
     # Security and data lifetime.
     secret_keys: Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split_keys)] = Field(

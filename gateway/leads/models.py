@@ -116,21 +116,31 @@ class LeadPatch(LeadFields):
     )  # fmt: skip
 
 
-class LeadListQuery(BaseModel):
-    """Filters and pagination for `GET /v1/leads`; `custom.<key>=<value>` filters custom_data."""
+class LeadFilters(BaseModel):
+    """Which leads: `custom.<key>=<value>` also filters custom_data."""
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: list[Text] | None = Field(None, description="Repeat to match any of several stages.")
     source: Text | None = None
     campaign: Text | None = None
     search: Text | None = Field(None, description="Matches name, email, phone or company.")
     from_: Moment | None = Field(None, alias="from", description="Created at or after.")
     to: Moment | None = Field(None, description="Created before.")
     updated_since: Moment | None = None
+
+
+class LeadListQuery(LeadFilters):
+    """Filters and pagination for `GET /v1/leads`; `custom.<key>=<value>` filters custom_data."""
+
+    stage: list[Text] | None = Field(None, description="Repeat to match any of several stages.")
     limit: int = Field(PAGE_LIMIT_DEFAULT, ge=1, le=PAGE_LIMIT_MAX)
     offset: int = Field(0, ge=0, le=1_000_000)
     cursor: Text | None = Field(None, description="`next_cursor` of the previous page.")
+    total: bool = Field(
+        True,
+        description="false: do not count the matching leads (`total` is null), for a page that "
+        "does not show it; counting reads every matching lead.",
+    )
 
 
 class StageChange(BaseModel):
@@ -194,7 +204,7 @@ class LeadResponse(BaseModel):
 
 class LeadPage(BaseModel):
     data: list[Lead]
-    total: int
+    total: int | None = Field(description="Every lead matching the filters; null if not asked.")
     limit: int
     offset: int
     next_cursor: str | None
@@ -203,3 +213,16 @@ class LeadPage(BaseModel):
 class DeletedResponse(BaseModel):
     id: str
     deleted: Literal[True]
+
+
+class StageCount(BaseModel):
+    stage: str
+    leads: int
+
+
+class StageCounts(BaseModel):
+    """Leads matching the filters in each stage: the pipeline's, its exit stages, then any
+    stage since removed from the pipeline that leads are still in."""
+
+    data: list[StageCount]
+    total: int

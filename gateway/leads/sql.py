@@ -150,3 +150,6 @@ LIST_LEADS = f"""{_SELECT} {_FILTERS}
   AND ($11::timestamptz IS NULL OR (created_at, id) < ($11, $12::text))
 ORDER BY created_at DESC, id DESC
 LIMIT $13 OFFSET $14"""
+
+# One pass over the matching leads for every stage's count (the dashboard's board columns).
+COUNT_LEADS_BY_STAGE = f"SELECT stage, count(*) AS leads FROM leads {_FILTERS} GROUP BY stage"

@@ -7,7 +7,7 @@ import binascii
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -36,11 +36,13 @@ from gateway.leads.ingest import (
 from gateway.leads.models import (
     DeletedResponse,
     IngestResponse,
+    LeadFilters,
     LeadListQuery,
     LeadPage,
     LeadPatch,
     LeadResponse,
     PostbackIn,
+    StageCounts,
 )
 from gateway.leads.store import apply_postbacks, get_lead, patch_lock_ids, save_change
 from gateway.middleware import requires
@@ -126,7 +128,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("the cursor is not valid", fields={"cursor": "invalid"}) from e
 
 
-def _list_query(request: web.Request) -> tuple[LeadListQuery, dict[str, str]]:
+Filters = TypeVar("Filters", bound=LeadFilters)
+
+
+def _list_query(request: web.Request, model: type[Filters]) -> tuple[Filters, dict[str, str]]:
     plain: dict[str, Any] = {}
     custom: dict[str, str] = {}
     for name, value in request.query.items():
@@ -136,7 +141,7 @@ def _list_query(request: web.Request) -> tuple[LeadListQuery, dict[str, str]]:
             plain.setdefault("stage", []).append(value)
         else:
             plain[name] = value
-    return validate(LeadListQuery, plain), custom
+    return validate(model, plain), custom
 
 
 def _like(term: str) -> str:
@@ -144,12 +149,11 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-@requires("read")
-async def list_leads(request: web.Request) -> web.Response:
-    query, custom = _list_query(request)
-    who = request[PRINCIPAL]
-    stages = [resolve_stage(who.pipeline, s) for s in query.stage] if query.stage else None
-    filters = (
+def _filters(
+    who: Principal, query: LeadFilters, custom: dict[str, str], stages: list[str] | None
+) -> tuple[Any, ...]:
+    """The `$1`…`$10` of the leads filters (`sql._FILTERS`), in order."""
+    return (
         who.tenant_id,
         stages,
         query.source,
@@ -161,13 +165,21 @@ async def list_leads(request: web.Request) -> web.Response:
         list(custom) or None,
         list(custom.values()) or None,
     )
+
+
+@requires("read")
+async def list_leads(request: web.Request) -> web.Response:
+    query, custom = _list_query(request, LeadListQuery)
+    who = request[PRINCIPAL]
+    stages = [resolve_stage(who.pipeline, s) for s in query.stage] if query.stage else None
+    filters = _filters(who, query, custom, stages)
     after: tuple[datetime | None, str | None] = (None, None)
     offset = query.offset
     if query.cursor:
         after, offset = _decode_cursor(query.cursor), 0
     pool = request.app[POOL]
     rows = await pool.fetch(sql.LIST_LEADS, *filters, *after, query.limit + 1, offset)
-    total = await pool.fetchval(sql.COUNT_LEADS, *filters)
+    total = await pool.fetchval(sql.COUNT_LEADS, *filters) if query.total else None
     leads = [lead_json(r) for r in rows[: query.limit]]
     more = len(rows) > query.limit
     return json_response(
@@ -179,6 +191,20 @@ async def list_leads(request: web.Request) -> web.Response:
             "next_cursor": _encode_cursor(leads[-1]) if more else None,
         }
     )
+
+
+@requires("read")
+async def count_by_stage(request: web.Request) -> web.Response:
+    """How many of the leads matching the filters are in each stage, in one pass."""
+    query, custom = _list_query(request, LeadFilters)
+    who = request[PRINCIPAL]
+    rows = await request.app[POOL].fetch(
+        sql.COUNT_LEADS_BY_STAGE, *_filters(who, query, custom, None)
+    )
+    counts = {r["stage"]: r["leads"] for r in rows}
+    stages = list(who.pipeline.all) + sorted(set(counts) - set(who.pipeline.all))
+    data = [{"stage": stage, "leads": counts.get(stage, 0)} for stage in stages]
+    return json_response({"data": data, "total": sum(counts.values())})
 
 
 async def _detail(conn: Conn | asyncpg.Pool, who: Principal, lead_id: str) -> Any:
@@ -278,6 +304,10 @@ OPERATIONS = [
               errors=_POSTBACK_ERRORS, tags=("leads",)),
     Operation("GET", "/v1/leads", list_leads, "List leads", scope="read", query=LeadListQuery,
               response=LeadPage, errors=(400,), tags=("leads",)),
+    # Before /v1/leads/{lead_id}, which would otherwise take "stage-counts" for a lead's id.
+    Operation("GET", "/v1/leads/stage-counts", count_by_stage, "Count leads in each stage",
+              scope="read", query=LeadFilters, response=StageCounts, errors=(400,),
+              tags=("leads",)),
     Operation("GET", "/v1/leads/{lead_id}", get_lead_view, "Get a lead with its stage history",
               scope="read", response=LeadResponse, errors=(404,), tags=("leads",)),
     Operation("PATCH", "/v1/leads/{lead_id}", patch_lead, "Change a lead's stage or fields",

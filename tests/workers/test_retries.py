@@ -272,7 +272,12 @@ async def test_every_attempt_logs_the_contract_line(
         endpoint = await add_endpoint(client, tenant, receiver.url)
         await post_lead(client, tenant, email="logged@example.com")
         row = await first_delivery(conn)
-        out = capfd.readouterr().out
+        # A worker records an attempt before it logs it: wait for the second line too.
+        out = ""
+        async with asyncio.timeout(10):
+            while out.count("delivery_attempt") < 2:
+                out += capfd.readouterr().out
+                await asyncio.sleep(0.05)
     finally:
         structlog.reset_defaults()
 
