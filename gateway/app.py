@@ -119,6 +119,7 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
         app[POOL],
         app[OUTBOX],
         app[WAKER],
+        app[CIPHER],
         max_items=settings.batch_max_items,
         max_wait=settings.batch_max_wait,
         concurrency=settings.batch_concurrency,

@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from gateway import idempotency
+from gateway.crypto import Cipher
 from gateway.db import Conn, conflict_of, is_unavailable, lock_keys
 from gateway.errors import ApiError, InternalError, Unavailable
 from gateway.events import Event, Outbox, Tx
@@ -62,6 +63,8 @@ class Item:
     change: Change | None = None
     applier: Applier | None = None
     payload: Any = None
+    # Its response holds a secret: stored under the key encrypted, like the secret itself.
+    sealed: bool = False
     arrived: float = 0.0
     future: asyncio.Future[web.Response] = field(init=False)
 
@@ -80,6 +83,7 @@ class Batcher:
         pool: asyncpg.Pool,
         outbox: Outbox,
         waker: Waker,
+        cipher: Cipher,
         *,
         max_items: int,
         max_wait: float,
@@ -89,6 +93,7 @@ class Batcher:
         self._pool = pool
         self._outbox = outbox
         self._waker = waker
+        self._cipher = cipher
         self._max_items = max_items
         self._max_wait = max_wait
         self._concurrency = concurrency
@@ -176,7 +181,9 @@ class Batcher:
         outcomes: dict[Item, Outcome] = {}
         keyed = [i for i in items if i.idem is not None]
         if keyed:
-            claims = await idempotency.claim(conn, [i.idem for i in keyed if i.idem], self._ttl)
+            claims = await idempotency.claim(
+                conn, [i.idem for i in keyed if i.idem], self._ttl, self._cipher
+            )
             outcomes.update((i, c) for i, c in zip(keyed, claims, strict=True) if c is not None)
         live = [i for i in items if i not in outcomes]
         await lock_keys(conn, [lock for i in live for lock in i.lock_ids])
@@ -189,8 +196,9 @@ class Batcher:
                 due += made_due
         await idempotency.store(
             conn,
-            [(i.idem, r) for i in keyed if i in live and isinstance(r := outcomes[i], web.Response)
-             and i.idem is not None],
+            [(i.idem, r, i.sealed) for i in keyed
+             if i in live and isinstance(r := outcomes[i], web.Response) and i.idem is not None],
+            self._cipher,
         )  # fmt: skip
         return [outcomes[i] for i in items], due
 

@@ -19,12 +19,23 @@ from aiohttp import web
 from gateway import idempotency
 from gateway.appkeys import BATCHER, PRINCIPAL
 from gateway.batcher import Applier, Change, Item
+from gateway.events import Tx
 
 
 def _item(request: web.Request, body: bytes, idempotent: bool, lock_ids: Sequence[int]) -> Item:
     who = request[PRINCIPAL]
     key = idempotency.request_key(request, who.tenant_id, body) if idempotent else None
     return Item(tenant_id=who.tenant_id, key_id=who.key_id, idem=key, lock_ids=lock_ids)
+
+
+def answer(response: web.Response) -> Change:
+    """A change that writes nothing and answers `response` (worked out before the batch):
+    for a POST without effects, so that an Idempotency-Key still replays it byte for byte."""
+
+    async def change(_tx: Tx) -> web.Response:
+        return response
+
+    return change
 
 
 async def run_change(
@@ -34,14 +45,17 @@ async def run_change(
     *,
     idempotent: bool = True,
     lock_ids: Sequence[int] = (),
+    sealed: bool = False,
 ) -> web.Response:
     """Run `change` in its batch's transaction (once per Idempotency-Key); answer after commit.
 
     `lock_ids` are advisory locks the change needs before it runs (taken for the whole batch,
-    in order, so that changes sharing them serialise without deadlocks).
+    in order, so that changes sharing them serialise without deadlocks). `sealed`: the response
+    holds a secret, so its stored copy is encrypted.
     """
     item = _item(request, body, idempotent, lock_ids)
     item.change = change
+    item.sealed = sealed
     return await request.app[BATCHER].submit(item)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.constants import MAX_IDEMPOTENCY_KEY
+from gateway.crypto import Cipher
 from gateway.db import Conn
 from gateway.errors import ApiError, Conflict, IdempotencyKeyReused, InvalidRequest
 
@@ -92,7 +93,7 @@ def request_key(request: web.Request, tenant_id: str, body: bytes) -> Key | None
 Claimed = web.Response | ApiError | None
 
 
-async def claim(conn: Conn, keys: list[Key], ttl_seconds: int) -> list[Claimed]:
+async def claim(conn: Conn, keys: list[Key], ttl_seconds: int, cipher: Cipher) -> list[Claimed]:
     """Per key, in order: None (run the request), its stored response, or its 409 / 422.
 
     A key that occurs twice in the batch is in flight for its second request: 409.
@@ -120,7 +121,7 @@ async def claim(conn: Conn, keys: list[Key], ttl_seconds: int) -> list[Claimed]:
             )
         else:
             outcomes[i] = web.Response(
-                body=row["body"],
+                body=cipher.unseal(row["body"]),
                 status=row["status"],
                 headers={"Content-Type": row["content_type"], REPLAYED_HEADER: "true"},
             )
@@ -131,20 +132,21 @@ def in_progress() -> Conflict:
     return Conflict("a request with this idempotency key is still in progress")
 
 
-async def store(conn: Conn, done: list[tuple[Key, web.Response]]) -> None:
-    """Store each first response under its key, in the transaction that made it."""
+async def store(conn: Conn, done: list[tuple[Key, web.Response, bool]], cipher: Cipher) -> None:
+    """Store each first response under its key, in the transaction that made it; a response
+    that holds a secret (`True`) is stored encrypted, as the secret is."""
     if not done:
         return
     bodies = []
-    for _, response in done:
+    for _, response, sealed in done:
         assert isinstance(response.body, bytes)
-        bodies.append(response.body)
+        bodies.append(cipher.seal(response.body) if sealed else response.body)
     await conn.execute(
         STORE,
-        [k.tenant_id for k, _ in done],
-        [k.key for k, _ in done],
-        [k.fingerprint for k, _ in done],
-        [r.status for _, r in done],
-        [r.headers.get("Content-Type", "application/json") for _, r in done],
+        [k.tenant_id for k, _, _ in done],
+        [k.key for k, _, _ in done],
+        [k.fingerprint for k, _, _ in done],
+        [r.status for _, r, _ in done],
+        [r.headers.get("Content-Type", "application/json") for _, r, _ in done],
         bodies,
     )

@@ -55,7 +55,9 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     forms: bool = False  # the body may also be a url-encoded form
-    idempotent: bool = False  # honours Idempotency-Key (its change runs through run_change)
+    # Honours Idempotency-Key (its change runs through run_change): every POST does, unless it
+    # says otherwise.
+    idempotent: bool | None = None
     response: type[BaseModel] | None = None
     statuses: tuple[int, ...] = (200,)
     errors: tuple[int, ...] = ()
@@ -136,10 +138,11 @@ def _operation(op: Operation, ref: Any, schemas: dict[str, Any]) -> dict[str, An
             ok["content"] = {JSON_TYPE: {"schema": ref(op.response)}}
         doc["responses"][str(status)] = ok
     error_ref = ref(ErrorBody)
-    if op.idempotent:
+    idempotent = op.method == "POST" if op.idempotent is None else op.idempotent
+    if idempotent:
         doc["parameters"].append(IDEMPOTENCY_PARAMETER)
     codes = set(op.errors) | ({401, 403, 429} if op.scope else set())
-    codes |= _IDEMPOTENCY_ERRORS if op.idempotent else set()
+    codes |= _IDEMPOTENCY_ERRORS if idempotent else set()
     for code in sorted(codes):
         doc["responses"][str(code)] = {
             "description": _ERROR_TEXT[code],

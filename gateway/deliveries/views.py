@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.appkeys import POOL, PRINCIPAL, WAKER
+from gateway.appkeys import POOL, PRINCIPAL
 from gateway.changes import run_change
 from gateway.db import Conn
 from gateway.deliveries import sql
@@ -64,7 +64,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
 
 
-async def _detail(pool: asyncpg.Pool, tenant_id: str, delivery_id: str) -> dict[str, Any]:
+async def _detail(pool: Conn | asyncpg.Pool, tenant_id: str, delivery_id: str) -> dict[str, Any]:
     row = await pool.fetchrow(sql.GET_DELIVERY, delivery_id, tenant_id)
     if row is None:
         raise NotFound(f"no delivery with id {delivery_id!r}")
@@ -83,43 +83,50 @@ async def get_delivery(request: web.Request) -> web.Response:
 @requires("manage")
 async def retry_delivery(request: web.Request) -> web.Response:
     """Send a finished delivery again with a fresh retry schedule; 409 if it is pending."""
-    tenant_id = request[PRINCIPAL].tenant_id
     delivery_id = request.match_info["delivery_id"]
-    pool = request.app[POOL]
-    row = await pool.fetchrow(sql.RESTART, delivery_id, tenant_id)
-    if row is None:
-        await _detail(pool, tenant_id, delivery_id)  # 404 if it is not this tenant's
-        raise Conflict("the delivery is pending already; it will be attempted when due")
-    request.app[WAKER].wake()
-    return json_response({"data": await _detail(pool, tenant_id, delivery_id)})
+
+    async def change(tx: Tx) -> web.Response:
+        row = await tx.conn.fetchrow(sql.RESTART, delivery_id, tx.tenant_id)
+        if row is None:
+            await _detail(tx.conn, tx.tenant_id, delivery_id)  # 404 if not this tenant's
+            raise Conflict("the delivery is pending already; it will be attempted when due")
+        tx.due += 1  # due now: the batch wakes a worker once committed
+        return json_response({"data": await _detail(tx.conn, tx.tenant_id, delivery_id)})
+
+    return await run_change(request, await read_body(request), change)
 
 
 @requires("manage")
 async def replay_endpoint(request: web.Request) -> web.Response:
-    spec = validate(Replay, await body_fields(request, await read_body(request)))
-    tenant_id = request[PRINCIPAL].tenant_id
+    body = await read_body(request)
+    spec = validate(Replay, await body_fields(request, body))
     endpoint_id = request.match_info["endpoint_id"]
     states = [spec.state] if isinstance(spec.state, str) else list(spec.state)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if not await conn.fetchval(sql.ENDPOINT_EXISTS, endpoint_id, tenant_id):
+
+    async def change(tx: Tx) -> web.Response:
+        if not await tx.conn.fetchval(sql.ENDPOINT_EXISTS, endpoint_id, tx.tenant_id):
             raise NotFound(f"no endpoint with id {endpoint_id!r}")
-        rows = await conn.fetch(sql.REPLAY_ENDPOINT, endpoint_id, tenant_id, spec.since, states)
-    ids = [r["id"] for r in rows]
-    if ids:
-        request.app[WAKER].wake()
-    return json_response({"replayed": len(ids)})
+        rows = await tx.conn.fetch(
+            sql.REPLAY_ENDPOINT, endpoint_id, tx.tenant_id, spec.since, states
+        )
+        tx.due += len(rows)
+        return json_response({"replayed": len(rows)})
+
+    return await run_change(request, body, change)
 
 
 @requires("manage")
 async def stop_lead(request: web.Request) -> web.Response:
     """Cancel every not-yet-delivered delivery of the lead, scheduled follow-ups included."""
-    tenant_id = request[PRINCIPAL].tenant_id
     lead_id = request.match_info["lead_id"]
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        if not await conn.fetchval(sql.LEAD_EXISTS, lead_id, tenant_id):
+
+    async def change(tx: Tx) -> web.Response:
+        if not await tx.conn.fetchval(sql.LEAD_EXISTS, lead_id, tx.tenant_id):
             raise NotFound(f"no lead with id {lead_id!r}")
-        status = await conn.execute(sql.STOP_LEAD, lead_id, tenant_id)
-    return json_response({"cancelled": int(status.split()[-1])})
+        status = await tx.conn.execute(sql.STOP_LEAD, lead_id, tx.tenant_id)
+        return json_response({"cancelled": int(status.split()[-1])})
+
+    return await run_change(request, await read_body(request), change)
 
 
 @requires("ingest")

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway import jsonio
 from gateway.appkeys import MAPPED_BY, MAPPINGS, POOL, PRINCIPAL
-from gateway.changes import run_change
+from gateway.changes import answer, run_change
 from gateway.dialects import mappings
 from gateway.dialects.mappings import MappingFailed, mapping_json
 from gateway.dialects.models import (
@@ -151,7 +151,7 @@ async def delete_mapping(request: web.Request) -> web.Response:
 @requires("manage")
 async def preview_template(request: web.Request) -> web.Response:
     """What a template makes of an event (a sample lead.created unless one is given)."""
-    _, fields = await _fields(request)
+    body, fields = await _fields(request)
     spec = validate(TemplatePreviewIn, fields)
     event = spec.event if spec.event is not None else SAMPLE_EVENT
     try:
@@ -160,9 +160,11 @@ async def preview_template(request: web.Request) -> web.Response:
         raise InvalidRequest(
             f"the template failed on this event: {e}", fields={"template": str(e)}
         ) from e
-    return json_response(
+    shown = json_response(
         {"body": rendered.decode(), "result": jsonio.loads(rendered), "event": event}
     )
+    # It changes nothing; through the write path only so that an Idempotency-Key replays it.
+    return await run_change(request, body, answer(shown))
 
 
 _PATH = "/v1/mappings/{name}"

@@ -131,6 +131,14 @@ async def add_endpoint(
     """Check the URL against SSRF rules (resolving through `resolver`, or the system's) and
     the secret against the scheme, then register."""
     await check_url(spec.url, allow_private=allow_private, resolver=resolver)
+    return await insert_endpoint(conn, tenant_id, spec, cipher)
+
+
+async def insert_endpoint(
+    conn: Conn, tenant_id: str, spec: EndpointIn, cipher: Cipher
+) -> dict[str, Any]:
+    """Register an endpoint whose URL has been checked; its secret (or public key) is
+    returned here and never again."""
     secret, public = new_signing(spec.secret, spec.signature)
     row = await conn.fetchrow(
         sql.CREATE_ENDPOINT,

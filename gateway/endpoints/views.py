@@ -23,10 +23,10 @@ from gateway.endpoints.models import (
 )
 from gateway.endpoints.store import (
     EndpointRefused,
-    add_endpoint,
     changed_signing,
     check_url,
     endpoint_json,
+    insert_endpoint,
     new_signing,
     shown_key,
 )
@@ -50,17 +50,23 @@ async def _json(request: web.Request) -> Any:
 
 @requires("manage")
 async def create_endpoint(request: web.Request) -> web.Response:
-    spec = validate(EndpointIn, await _json(request))
-    allow = request.app[SETTINGS].allow_private_destinations
+    body = await read_body(request)
+    spec = validate(EndpointIn, await body_fields(request, body))
     try:
-        async with request.app[POOL].acquire() as conn:
-            endpoint = await add_endpoint(
-                conn, request[PRINCIPAL].tenant_id, spec, allow_private=allow,
-                cipher=request.app[CIPHER],
-            )  # fmt: skip
+        # Resolved before the transaction: a slow DNS answer holds no batch.
+        await check_url(spec.url, allow_private=request.app[SETTINGS].allow_private_destinations)
     except EndpointRefused as e:
         raise _refused(e) from e
-    return json_response({"data": endpoint}, status=201)
+
+    async def change(tx: Tx) -> web.Response:
+        try:
+            endpoint = await insert_endpoint(tx.conn, tx.tenant_id, spec, request.app[CIPHER])
+        except EndpointRefused as e:
+            raise _refused(e) from e
+        return json_response({"data": endpoint}, status=201)
+
+    # A replay answers the same endpoint with the same secret, stored encrypted.
+    return await run_change(request, body, change, sealed=True)
 
 
 @requires("read")
@@ -156,11 +162,17 @@ async def rotate_secret(request: web.Request) -> web.Response:
         secret, public_key = new_signing(spec.secret, signature, generated)
     except EndpointRefused as e:
         raise _refused(e) from e
-    expires = await request.app[POOL].fetchval(
-        sql.ROTATE_SECRET, row["id"], request[PRINCIPAL].tenant_id,
-        request.app[CIPHER].encrypt(secret), spec.grace_seconds, public_key,
-    )  # fmt: skip
-    return json_response({**shown_key(secret, public_key), "previous_secret_expires_at": expires})
+    encrypted = request.app[CIPHER].encrypt(secret)
+
+    async def change(tx: Tx) -> web.Response:
+        expires = await tx.conn.fetchval(
+            sql.ROTATE_SECRET, row["id"], tx.tenant_id, encrypted, spec.grace_seconds, public_key
+        )
+        shown = {**shown_key(secret, public_key), "previous_secret_expires_at": expires}
+        return json_response(shown)
+
+    # A replay answers the same new secret and rotates nothing again.
+    return await run_change(request, body, change, sealed=True)
 
 
 @requires("manage")
@@ -177,7 +189,7 @@ async def send_test(request: web.Request) -> web.Response:
         delivery_id = await tx.conn.fetchval(sql.DELIVERY_OF_EVENT, event_id)
         return json_response({"event_id": event_id, "delivery_id": delivery_id}, status=202)
 
-    return await run_change(request, b"", change, idempotent=False)
+    return await run_change(request, await read_body(request), change)
 
 
 _PATH = "/v1/endpoints/{endpoint_id}"

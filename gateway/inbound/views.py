@@ -80,10 +80,15 @@ async def add_source(
 
 @requires("manage")
 async def create_source(request: web.Request) -> web.Response:
-    spec = validate(SourceIn, await body_fields(request, await read_body(request)))
-    app = request.app
-    source = await add_source(app[POOL], request[PRINCIPAL].tenant_id, spec, app[CIPHER])
-    return json_response({"data": source}, status=201)
+    body = await read_body(request)
+    spec = validate(SourceIn, await body_fields(request, body))
+
+    async def change(tx: Tx) -> web.Response:
+        source = await add_source(tx.conn, tx.tenant_id, spec, request.app[CIPHER])
+        return json_response({"data": source}, status=201)
+
+    # A replay answers the same source and secret, stored encrypted.
+    return await run_change(request, body, change, sealed=True)
 
 
 @requires("read")
@@ -189,8 +194,9 @@ async def receive(request: web.Request) -> web.Response:
         data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}
         return json_response({"data": data}, status=201)
 
-    # Deduplicated by the provider's event id, so an Idempotency-Key adds nothing here.
-    return await run_change(request, body, change, idempotent=False)
+    # Deduplicated by the provider's event id; an Idempotency-Key, if a provider sends one,
+    # replays as on every POST.
+    return await run_change(request, body, change)
 
 
 _SOURCE = "/v1/sources/{source}"
