@@ -65,3 +65,37 @@ def test_several_processes_share_the_port_and_stop_on_sigterm(servers: Servers, 
         if parent.poll() is None:
             parent.kill()
         parent.wait(10)
+
+
+async def test_sigterm_commits_the_open_batch_before_the_gateway_exits(
+    servers: Servers, conn: Any, make_tenant: Any
+) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from tests.live import live_gateway
+
+    tenant = await make_tenant()
+    # Writes wait up to 1 s for company: SIGTERM comes while this one's batch is still open.
+    with live_gateway(servers, LEADGATE_BATCH_MAX_WAIT="1", LEADGATE_BATCH_MAX_ITEMS="1000",
+                      LEADGATE_RATE_LIMIT="0") as base:  # fmt: skip
+        pid = _pid_on(int(base.rsplit(":", 1)[1]))
+        async with aiohttp.ClientSession() as http:
+            sent = asyncio.create_task(
+                http.post(f"{base}/v1/postback", json={"email": "last@example.com"},
+                          headers=tenant.headers)
+            )  # fmt: skip
+            await asyncio.sleep(0.5)  # the request has reached its batch, which waits
+            os.kill(pid, signal.SIGTERM)
+            response = await sent
+            assert response.status == 201
+            lead = (await response.json())["data"]
+    assert await conn.fetchval("SELECT email FROM leads WHERE id = $1", lead["id"]) == (
+        "last@example.com"
+    )
+
+
+def _pid_on(port: int) -> int:
+    (pid,) = listeners(port)
+    return pid
