@@ -23,11 +23,9 @@ TEMPLATE_ERROR = "template_error"
 
 # Keep first renderings; a body already kept (a concurrent claim cannot exist) stays as it is.
 SAVE_RENDERED = """
-UPDATE deliveries d SET body = u.body
-FROM unnest($1::text[], $2::text[]) AS u (id, body)
-WHERE d.id = u.id AND d.body IS NULL
+UPDATE deliveries d SET body = ($2::text[])[array_position($1::text[], d.id)]
+WHERE d.id = ANY ($1::text[]) AND d.body IS NULL
 """
-
 
 def body_of(row: asyncpg.Record) -> bytes | TemplateError:
     """The bytes this delivery sends, or why its template cannot make them.

@@ -28,9 +28,7 @@ def _unnest(first: int, columns: tuple[str, ...]) -> str:
 # id, email, phone ($5 is NULL where the tenant does not match on phone). Locked in id order, so
 # two batches locking the same leads take them in the same order.
 FETCH_CANDIDATES = f"""
-SELECT l.id, l.tenant_id, l.furthest_stage, {", ".join(f"l.{c}" for c in WRITABLE)},
-       l.opted_out_at, l.created_at, l.updated_at
-FROM (
+SELECT l.* FROM (
     SELECT DISTINCT m.id
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS q (tenant_id, lead_id, external_id, email, phone)
@@ -43,11 +41,15 @@ FROM (
         UNION ALL
         SELECT id FROM leads WHERE tenant_id = q.tenant_id AND phone = q.phone
     ) AS m
+    ORDER BY m.id
 ) AS c
-JOIN leads l ON l.id = c.id
-WHERE l.deleted_at IS NULL
-ORDER BY l.id
-FOR UPDATE OF l
+CROSS JOIN LATERAL (
+    -- One primary-key lookup per candidate, in id order, locking it: a locking subquery is
+    -- never flattened into a join, so no plan can turn this into a scan of the table.
+    SELECT id, tenant_id, furthest_stage, {_COLS}, opted_out_at, created_at, updated_at
+    FROM leads WHERE id = c.id AND deleted_at IS NULL
+    FOR UPDATE
+) AS l
 """
 
 _ROW = ("id", "tenant_id", "furthest_stage", *WRITABLE)

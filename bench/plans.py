@@ -1,0 +1,147 @@
+"""Are the hot paths' statements index-driven whatever plan the cache holds?
+
+Seeds a database with N leads (1,000,000 by default), as many events, deliveries and attempts,
+and then asks Postgres for the GENERIC plan of every statement on the ingest and delivery paths
+(`EXPLAIN (GENERIC_PLAN)`, PostgreSQL 16+: the plan a prepared statement falls back to, made
+without knowing its parameters), before any ANALYZE and after. A sequential scan of a table that
+grows with the install is a failure: it would make the statement's cost grow with the table.
+
+    .venv/bin/python bench/plans.py [--leads 1000000]
+
+It starts an embedded Postgres of its own (the wheel's, PostgreSQL 18), so nothing else is
+disturbed; `tests/test_plans.py` runs the same check at a smaller size in `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gateway import db, embedded, events, idempotency, keys  # noqa: E402
+from gateway.leads import sql as leads_sql  # noqa: E402
+from workers import render  # noqa: E402
+from workers import sql as worker_sql  # noqa: E402
+
+# Tables that grow with the install: none of them may be scanned whole on a hot path.
+GROWING = {"leads", "stage_history", "events", "deliveries", "delivery_attempts",
+           "idempotency_keys", "inbound_events"}  # fmt: skip
+
+HOT = {
+    "keys.AUTHENTICATE": keys.AUTHENTICATE,
+    "idempotency.GET_STORED": idempotency.GET_STORED,
+    "leads.FETCH_CANDIDATES": leads_sql.FETCH_CANDIDATES,
+    "leads.WRITE_LEADS": leads_sql.WRITE_LEADS,
+    "leads.LOCK_LEAD": leads_sql.LOCK_LEAD,
+    "events.WRITE_EVENTS": events.WRITE_EVENTS,
+    "workers.CLAIM": worker_sql.CLAIM,
+    "workers.NEXT_DUE": worker_sql.NEXT_DUE,
+    "workers.RECORD": worker_sql.RECORD,
+    "workers.RELEASE": worker_sql.RELEASE,
+    "workers.UPDATE_HEALTH": worker_sql.UPDATE_HEALTH,
+    "workers.FAIL_PENDING_OF_ENDPOINTS": worker_sql.FAIL_PENDING_OF_ENDPOINTS,
+    "render.SAVE_RENDERED": render.SAVE_RENDERED,
+}
+
+SEED = """
+INSERT INTO tenants (id, name) VALUES ('ten_a', 'a'), ('ten_b', 'b') ON CONFLICT DO NOTHING;
+INSERT INTO endpoints (id, tenant_id, url, secret, ordered)
+VALUES ('ep_a', 'ten_a', 'http://127.0.0.1:9/a', 'x', false),
+       ('ep_o', 'ten_a', 'http://127.0.0.1:9/o', 'x', true) ON CONFLICT DO NOTHING;
+INSERT INTO leads (id, tenant_id, email, phone, external_id, stage, created_at)
+SELECT 'lead_' || g, CASE WHEN g % 10 = 0 THEN 'ten_b' ELSE 'ten_a' END,
+       'p' || g || '@example.com', '+1415' || lpad(g::text, 7, '0'), 'ext-' || g, 'new',
+       now() - make_interval(secs => g)
+FROM generate_series(1, $1) AS g;
+INSERT INTO events (id, tenant_id, type, lead_id, body, created_at)
+SELECT 'evt_' || lpad(g::text, 12, '0'), 'ten_a', 'lead.created', 'lead_' || g, '{}',
+       now() - make_interval(secs => g)
+FROM generate_series(1, $1) AS g;
+INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, lead_id, event_type, state,
+                        ordered, first_due_at, next_attempt_at, created_at, updated_at)
+SELECT 'dlv_' || g, 'ten_a', 'evt_' || lpad(g::text, 12, '0'),
+       CASE WHEN g % 100 = 0 THEN 'ep_o' ELSE 'ep_a' END, 'lead_' || g, 'lead.created',
+       CASE WHEN g % 50 = 0 THEN 'pending' ELSE 'succeeded' END, g % 100 = 0,
+       now() - make_interval(secs => g), CASE WHEN g % 50 = 0 THEN now() END, now(), now()
+FROM generate_series(1, $1) AS g;
+INSERT INTO delivery_attempts (delivery_id, attempt, started_at, status, latency_ms, outcome,
+                               tenant_id)
+SELECT 'dlv_' || g, 1, now(), 200, 1.0, 'succeeded', 'ten_a' FROM generate_series(1, $1) AS g;
+INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, content_type, body)
+SELECT 'ten_a', 'k' || g, '\\x00', 201, 'application/json', '\\x00'
+FROM generate_series(1, $1 / 10) AS g;
+"""
+
+
+async def seed(conn: asyncpg.Connection, leads: int) -> None:
+    """The tables filled as a busy install's would be; not analyzed."""
+    # A plain statement per table, parameters inlined (a multi-statement string takes none).
+    for statement in SEED.replace("$1", str(int(leads))).split(";\n"):
+        if statement.strip():
+            await conn.execute(statement)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+async def scans(conn: asyncpg.Connection) -> dict[str, list[str]]:
+    """Per hot statement: the growing tables its generic plan reads with a sequential scan."""
+    found: dict[str, list[str]] = {}
+    for name, statement in HOT.items():
+        explain = await conn.prepare(f"EXPLAIN (GENERIC_PLAN, FORMAT JSON) {statement}")
+        # The values are not looked at (the plan is generic), but the protocol wants some.
+        raw = await explain.fetchval(*[None] * len(explain.get_parameters()))
+        (plan,) = orjson.loads(raw)
+        found[name] = sorted(
+            node["Relation Name"]
+            for node in _nodes(plan["Plan"])
+            if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") in GROWING
+        )
+    return found
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--leads", type=int, default=1_000_000)
+    opts = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="leadgate-plans-") as tmp:
+        url, server = embedded.start_postgres(Path(tmp) / "pg", durable=False)
+        try:
+            await db.migrate(url)
+            conn = await asyncpg.connect(url)
+            began = time.monotonic()
+            await seed(conn, opts.leads)
+            print(f"seeded {opts.leads:,} leads, events, deliveries and attempts "
+                  f"in {time.monotonic() - began:.0f} s")  # fmt: skip
+            failed = False
+            for when in ("never analyzed", "after ANALYZE"):
+                if when == "after ANALYZE":
+                    await conn.execute("ANALYZE")
+                print(f"\n{when}: generic plans")
+                for name, tables in (await scans(conn)).items():
+                    failed |= bool(tables)
+                    verdict = "seq scan of " + ", ".join(tables) if tables else "index-driven"
+                    print(f"  {name:<36} {verdict}")
+            await conn.close()
+        finally:
+            server.cleanup()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
