@@ -76,13 +76,19 @@ CREATE TABLE IF NOT EXISTS leads (
     -- Set when the lead's personal data is erased; the row stays so its events keep a referent.
     deleted_at              timestamptz
 );
--- The matching keys: one live lead per external id and per normalised email in a tenant.
-CREATE UNIQUE INDEX IF NOT EXISTS leads_tenant_external_id
-    ON leads (tenant_id, external_id) WHERE external_id IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS leads_tenant_email
-    ON leads (tenant_id, email) WHERE email IS NOT NULL;
-CREATE INDEX IF NOT EXISTS leads_tenant_phone
-    ON leads (tenant_id, phone) WHERE phone IS NOT NULL;
+-- The matching keys: one live lead per external id and per normalised email in a tenant. The
+-- key leads each index: a lookup by key has no other index to choose, whatever the planner
+-- knows of the table (the tenant comes second; see FETCH_CANDIDATES).
+CREATE UNIQUE INDEX IF NOT EXISTS leads_external_id_tenant
+    ON leads (external_id, tenant_id) WHERE external_id IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS leads_email_tenant
+    ON leads (email, tenant_id) WHERE email IS NOT NULL;
+CREATE INDEX IF NOT EXISTS leads_phone_tenant
+    ON leads (phone, tenant_id) WHERE phone IS NOT NULL;
+-- The same keys with the tenant first, as earlier versions had them; the ones above replace them.
+DROP INDEX IF EXISTS leads_tenant_external_id;
+DROP INDEX IF EXISTS leads_tenant_email;
+DROP INDEX IF EXISTS leads_tenant_phone;
 -- Listing and analytics use leads_tenant_created_id, defined below with the columns it
 -- carries. No index covers updated_at: it changes on every update, and indexing it would make
 -- every update rewrite every index (no HOT updates).

@@ -150,6 +150,17 @@ def cpu_by_group(pgid: int) -> dict[int, int]:
     return ticks
 
 
+def rss_of_group(pgid: int) -> int:
+    """Resident memory, in bytes, of every live process of a process group."""
+    total = 0
+    for pid in _pids():
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[2]) == pgid:
+            # rss (in pages) is field 24 of stat, 21 after the name and state.
+            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    return total
+
+
 def cpu_of_family(parent: int | None) -> dict[int, int]:
     """CPU clock ticks used so far by a process and each of its live direct children.
 

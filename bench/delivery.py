@@ -4,13 +4,18 @@ For each receiver (`bench/receiver.py`, its own process: answering at once, then
 `--slow-delay` seconds) the run prepares a backlog of deliveries with Leadgate's own outbox
 code, then measures, one scenario at a time, how fast each sender empties it:
 
-  leadgate       `leadgate worker` (relay + arq deliver job): start → every delivery
-                 `succeeded` in Postgres, polled every 0.1 s. Durable state per delivery.
+  leadgate       `leadgate worker` (claims from Postgres in batches, woken by arq): start →
+                 every delivery `succeeded` in Postgres, polled every 0.1 s. Durable state
+                 per delivery.
   plain-aiohttp  `peers/delivery_plain.py`: an aiohttp client, semaphore of 100. No state:
                  the ceiling.
   naive-arq      `peers/delivery_arq.py`: one arq job per webhook, max_jobs=100.
   celery-8       `peers/delivery_celery.py`: Celery prefork, 8 processes, Redis broker,
                  `requests`.
+
+The backlog is posted as postbacks through a `leadgate serve` while no worker runs (each
+postback committed and followed by its wake-up, as in production; `--backlog outbox` writes it
+with the outbox code directly instead). Nothing runs ANALYZE (`--analyze` does).
 
 Every reference sends the payloads stored in Leadgate's events table, signed with Leadgate's
 `sign_headers`, to the same receiver. A reference's time runs from its start until the
@@ -88,8 +93,8 @@ class Options:
     slow_delay: float
     concurrency: int
     celery_processes: int
-    relay_interval: float
-    requeue_after: float
+    backlog: str
+    analyze: bool
     timeout: float
     repeat: int
     only: tuple[str, ...]
@@ -150,6 +155,30 @@ def lead_data(index: int, at: datetime) -> dict[str, Any]:
     return lead
 
 
+async def post_backlog(base_url: str, api_key: str, count: int, concurrency: int = 64) -> None:
+    """`count` new leads posted as a form or a network would: each committed, then woken."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {api_key}"}
+    queue = iter(range(count))
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def poster() -> None:
+            for i in queue:
+                lead = {
+                    k: v
+                    for k, v in lead_data(i, datetime.now(UTC)).items()
+                    if k not in ("id", "created_at", "updated_at", "stage") and v is not None
+                }
+                async with http.post(f"{base_url}/v1/postback", json=lead) as response:
+                    if response.status != 201:
+                        raise RuntimeError(
+                            f"postback {i}: {response.status} {await response.text()}"
+                        )
+
+        await asyncio.gather(*(poster() for _ in range(concurrency)))
+
+
 async def write_backlog(dsn: str, tenant_id: str, count: int, at: datetime) -> None:
     """`count` lead.created events and their deliveries, written by Leadgate's Outbox."""
     outbox = Outbox()
@@ -161,7 +190,7 @@ async def write_backlog(dsn: str, tenant_id: str, count: int, at: datetime) -> N
                 lead = lead_data(i, at)
                 events.append(Event("lead.created", lead, at, lead["id"]))
             async with conn.transaction():
-                await outbox.write(conn, tenant_id, events)
+                await outbox.write(conn, [(tenant_id, e) for e in events])
     finally:
         await conn.close()
 
@@ -264,12 +293,7 @@ class RunContext:
 
 
 def run_leadgate(ctx: RunContext) -> Result:
-    env = leadgate_env(
-        ctx.opts,
-        LEADGATE_RELAY_INTERVAL=str(ctx.opts.relay_interval),
-        LEADGATE_RELAY_REQUEUE_AFTER=str(ctx.opts.requeue_after),
-        LEADGATE_WORKER_CONCURRENCY=str(ctx.opts.concurrency),
-    )
+    env = leadgate_env(ctx.opts, LEADGATE_WORKER_CONCURRENCY=str(ctx.opts.concurrency))
     argv = worker_argv(ctx.opts)
     with psycopg.connect(ctx.opts.database_url, autocommit=True) as conn:
         seconds, wall_start, cpu = measure(
@@ -336,18 +360,20 @@ def receiver_tag(delay: float) -> str:
 
 
 def prepare_backlog(opts: Options, receiver_url: str, count: int, tag: str) -> Path:
-    """A fresh database whose one endpoint is the receiver, `count` deliveries due on it.
-
-    The events are dated older than the relay's requeue interval, so the worker's relay takes
-    the whole backlog at its first sweep, as after a worker outage. Returns the payload file.
-    """
+    """A fresh database whose one endpoint is the receiver, `count` deliveries due on it, made
+    while no worker runs. Returns the payload file."""
     tenant_id, api_key = fresh_tenant(opts)
     with gateway(opts, opts.out_dir / f"gateway-setup-{tag}.log") as server:
         add_endpoint(server.base_url, api_key, receiver_url)
-    at = datetime.now(UTC) - timedelta(seconds=opts.requeue_after + 5)
-    print(f"[{tag}] writing {count} deliveries through Leadgate's outbox …", flush=True)
-    asyncio.run(write_backlog(opts.database_url, tenant_id, count, at))
-    analyze(opts.database_url)
+        if opts.backlog == "api":
+            print(f"[{tag}] posting {count} leads through the gateway …", flush=True)
+            asyncio.run(post_backlog(server.base_url, api_key, count))
+    if opts.backlog == "outbox":
+        at = datetime.now(UTC) - timedelta(seconds=5)
+        print(f"[{tag}] writing {count} deliveries through Leadgate's outbox …", flush=True)
+        asyncio.run(write_backlog(opts.database_url, tenant_id, count, at))
+    if opts.analyze:
+        analyze(opts.database_url)
     payloads = opts.out_dir / f"payloads-{tag}.jsonl"
     export_payloads(opts.database_url, payloads)
     return payloads
@@ -468,8 +494,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--slow-delay", type=float, default=0.1, help="The slow receiver's delay, s.")
     p.add_argument("--concurrency", type=int, default=100, help="Requests in flight per sender.")
     p.add_argument("--celery-processes", type=int, default=8)
-    p.add_argument("--relay-interval", type=float, default=0.05)
-    p.add_argument("--requeue-after", type=float, default=30.0)
+    p.add_argument(
+        "--backlog",
+        choices=("api", "outbox"),
+        default="api",
+        help="How the backlog is made: postbacks through a gateway, or the outbox.",
+    )
+    p.add_argument("--analyze", action="store_true", help="ANALYZE after making the backlog.")
     p.add_argument("--timeout", type=float, default=300.0, help="Per scenario, seconds.")
     p.add_argument("--repeat", type=int, default=1, help="Rounds; the table shows the best.")
     p.add_argument("--only", default=",".join(SCENARIOS), help="Comma-separated scenarios.")

@@ -5,13 +5,19 @@ wrk (its own process, a Lua script building each request) for --duration seconds
 the server. Scenarios run one after the other, never together:
 
   bare-aiohttp                aiohttp that only parses the JSON and answers 202: the ceiling
+  durable-floor               aiohttp + asyncpg group-committing each postback's JSON into one
+                              table (one INSERT … SELECT unnest … ON CONFLICT (email) per
+                              batch), answering after the commit: the least a durable
+                              gateway on this stack can do
   leadgate-new                POST /v1/postback, a new lead on every request (201)
   leadgate-matched            POST /v1/postback on a pool of existing leads: match + merge (200)
   sync-flask-psycopg          Flask + psycopg 3 under gunicorn sync workers, new leads
   sync-flask-psycopg-matched  the same on a pool of existing leads
 
-The bench database is dropped and created again at the start, so every run starts clean,
-and analyzed after each warm-up. Commits stay durable: nothing here changes fsync or
+The bench database is dropped and created again at the start, so every run starts from empty
+tables, as a deployment does; nothing runs ANALYZE (`--analyze` does, after each warm-up).
+`--growth N` runs leadgate-new N times in a row on the same, growing tables and reports the
+last round's rate against the first's. Commits stay durable: nothing here changes fsync or
 synchronous_commit. The table at the end gives throughput, latency, non-2xx answers, socket
 errors and where the CPU went; warnings follow it when other processes took CPU during a
 scenario or Leadgate logged warnings or errors.
@@ -48,12 +54,14 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadgate_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 SCENARIOS = (
     "bare-aiohttp",
+    "durable-floor",
     "leadgate-new",
     "leadgate-matched",
     "sync-flask-psycopg",
     "sync-flask-psycopg-matched",
 )
 CEILING = "bare-aiohttp"
+FLOOR = "durable-floor"
 # CPU (in cores) outside the measured processes above which a scenario's figures are suspect;
 # the kernel's loopback networking alone stays well below it.
 OTHER_CPU_WARNING = 0.3
@@ -75,6 +83,7 @@ class Options:
     out_dir: Path
     leadgate: Path
     analyze: bool
+    growth: int
 
 
 @dataclass(frozen=True)
@@ -156,10 +165,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="the leadgate console script",
     )
     parser.add_argument(
-        "--no-analyze",
-        dest="analyze",
-        action="store_false",
-        help="skip ANALYZE after the warm-up (ANALYZE runs: %(default)s)",
+        "--analyze",
+        action="store_true",
+        help="run ANALYZE after each warm-up (a deployment growing from empty gets none)",
+    )
+    parser.add_argument(
+        "--growth",
+        type=int,
+        default=1,
+        help="rounds of leadgate-new on the same growing tables (the first is the reference)",
     )
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.only.split(",") if s.strip())
@@ -181,6 +195,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         out_dir=args.out_dir,
         leadgate=args.leadgate,
         analyze=args.analyze,
+        growth=max(1, args.growth),
     )
 
 
@@ -215,9 +230,17 @@ def flask_spec(port: int, opts: Options, api_key: str) -> ServerSpec:
     return ServerSpec(argv, env)
 
 
+def floor_spec(port: int, opts: Options) -> ServerSpec:
+    argv = [sys.executable, str(PEERS_DIR / "durable_floor.py"), "--port", str(port),
+            "--database-url", opts.database_url]  # fmt: skip
+    return ServerSpec(argv, dict(os.environ))
+
+
 def server_spec(scenario: str, port: int, opts: Options, api_key: str) -> ServerSpec:
     if scenario == CEILING:
         return bare_spec(port)
+    if scenario == FLOOR:
+        return floor_spec(port, opts)
     if scenario.startswith("sync-flask"):
         return flask_spec(port, opts, api_key)
     lg = leadgate_admin.Leadgate(opts.leadgate, opts.database_url, opts.redis_url)
@@ -357,6 +380,7 @@ def fmt_row(cells: list[str], widths: list[int]) -> str:
 def table(outcomes: list[Outcome]) -> str:
     """The result table: throughput, latency, errors, share of the ceiling, CPU use."""
     ceiling = next((o.result.rps for o in outcomes if o.scenario == CEILING), 0.0)
+    floor = next((o.result.rps for o in outcomes if o.scenario == FLOOR), 0.0)
     header = [
         "scenario",
         "req/s",
@@ -365,6 +389,7 @@ def table(outcomes: list[Outcome]) -> str:
         "non-2xx",
         "sock err",
         "% of bare",
+        "% of floor",
         "server cpu",
         "pg cpu",
         "wrk cpu",
@@ -375,6 +400,7 @@ def table(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         r, u = o.result, o.usage
         share = f"{100 * r.rps / ceiling:.1f}%" if ceiling else "-"
+        of_floor = f"{100 * r.rps / floor:.1f}%" if floor else "-"
         rows.append(
             [
                 o.scenario,
@@ -384,6 +410,7 @@ def table(outcomes: list[Outcome]) -> str:
                 str(r.non_2xx),
                 str(r.socket_error_count),
                 share,
+                of_floor,
                 f"{u['server_cores']:.2f}",
                 f"{u['postgres_cores']:.2f}",
                 f"{u['wrk_cores']:.2f}",
@@ -448,7 +475,21 @@ def run_all(opts: Options, on_result: Callable[[Outcome], None]) -> None:
     )
     run = Run(opts, api_key, services)
     for scenario in opts.scenarios:
-        on_result(run_scenario(scenario, run))
+        rounds = opts.growth if scenario == "leadgate-new" else 1
+        for n in range(1, rounds + 1):
+            on_result(run_scenario(scenario if rounds == 1 else f"{scenario}#{n}", run))
+
+
+def growth_line(outcomes: list[Outcome]) -> str | None:
+    """The last growth round's new-lead rate against the first's, and the table's size."""
+    rounds = [o for o in outcomes if o.scenario.startswith("leadgate-new#")]
+    if len(rounds) < 2:
+        return None
+    first, last = rounds[0].result.rps, rounds[-1].result.rps
+    return (
+        f"growth: leadgate-new round {len(rounds)} ran at {100 * last / first:.1f}% of round 1 "
+        f"({last:,.0f} against {first:,.0f} req/s), with no ANALYZE"
+    )
 
 
 @contextlib.contextmanager
@@ -487,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if outcomes:
             say("\n" + table(outcomes))
-            for warning in (disturbance_warning(outcomes), complaint_warning(outcomes)):
+            for warning in (
+                growth_line(outcomes),
+                disturbance_warning(outcomes),
+                complaint_warning(outcomes),
+            ):
                 if warning:
                     say(warning)
             say(f"\nraw output, logs and results.json in {save(outcomes, opts, settings).parent}")

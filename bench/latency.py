@@ -9,7 +9,7 @@ this machine, so latency = receiver arrival − 201 received. Postbacks sent dur
 are left out of the figures.
 
 The delivery's first attempt, as Leadgate recorded it (`delivery_attempts.started_at`), splits
-each latency in two: 201 → attempt started (signal, arq pick-up, claim) and attempt started →
+each latency in two: 201 → attempt started (wake-up, arq pick-up, claim) and attempt started →
 received (signing, HTTP). Commits stay durable; the database is dropped and created again.
 
 Usage (from the repository root):
@@ -104,6 +104,8 @@ class Observed:
     slip_max_ms: float
     statuses: dict[str, int]
     first_error: str | None
+    # Resident memory (MB) of the gateway and the worker, sampled through the run.
+    memory: dict[str, list[float]]
 
 
 # --- running --------------------------------------------------------------------------------
@@ -178,7 +180,11 @@ def observe(opts: Options) -> Observed:
             groups = {"gateway": gw.pgid, "worker": worker.pgid, "receiver": recv.pgid}
             meter = CpuMeter(Watched(groups, infrastructure(opts.database_url, opts.redis_url)))
             meter.start()
+            memory: dict[str, list[float]] = {"gateway": [], "worker": []}
+            sampler = RssSampler({"gateway": gw.pgid, "worker": worker.pgid}, memory)
+            sampler.start()
             posted, pacer_cpu = run_pacer(opts, gw.base_url, key)
+            sampler.stop()
             accepted = sum(1 for p in posted if p.status == 201)
             wait_for_arrivals(recv.base_url, accepted, opts.drain)
             cpu = meter.stop({"pacer": pacer_cpu})
@@ -193,7 +199,38 @@ def observe(opts: Options) -> Observed:
         slip_max_ms=max((p.sent - p.scheduled) * 1000 for p in posted),
         statuses=count_statuses(posted),
         first_error=next((p.error for p in posted if p.error), None),
+        memory=memory,
     )
+
+
+class RssSampler:
+    """Samples the processes' resident memory every few seconds from a thread."""
+
+    EVERY = 5.0
+
+    def __init__(self, groups: dict[str, int], into: dict[str, list[float]]) -> None:
+        import threading
+
+        self._groups, self._into = groups, into
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _sample(self) -> None:
+        for name, pgid in self._groups.items():
+            self._into[name].append(children.rss_of_group(pgid) / 2**20)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.EVERY)
 
 
 def join(posted: Posted, attempts: dict[str, float], arrivals: dict[str, float]) -> Sample:
@@ -241,12 +278,19 @@ def report(opts: Options, seen: Observed) -> str:
         f"pacing: largest send delay behind schedule {seen.slip_max_ms:.1f} ms",
         "",
         f"{'ms':<34} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}",
+        f"{'postback sent → webhook received':<34} {spread([at - x.sent for x, at in arrived])}",
         f"{'201 received → webhook received':<34} {spread([at - x.accepted for x, at in arrived])}",
         f"{'  201 → attempt started':<34} {spread([t - x.accepted for x, t, _ in timed])}",
         f"{'  attempt started → received':<34} {spread([at - t for _, t, at in timed])}",
         f"{'postback sent → 201 (request)':<34} {spread([x.accepted - x.sent for x in s])}",
         "",
         "cpu (cores): " + "  ".join(f"{name} {value:.2f}" for name, value in seen.cpu.items()),
+        "memory (MB, first → middle → last sample): "
+        + "  ".join(
+            f"{name} {m[0]:.0f} → {m[len(m) // 2]:.0f} → {m[-1]:.0f}"
+            for name, m in seen.memory.items()
+            if m
+        ),
     ]
     return "\n".join(lines)
 

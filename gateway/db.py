@@ -18,19 +18,14 @@ from gateway.errors import Conflict
 # A connection of our own or one borrowed from the pool: queries take either.
 Conn = asyncpg.Connection | PoolConnectionProxy
 
-# Every statement is planned for the values it runs with. A generic plan, cached by a prepared
-# statement while a table was small, would keep scanning it whole as it grows; the hot path's
-# statements run once per batch, not per request, so planning each costs little.
-SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
-
 # Transaction-scoped locks on keys (matching keys of leads, ...), taken in ascending order so
 # that two transactions sharing keys cannot deadlock on them.
 LOCK_KEYS = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k"
 
 # Which field a unique index protects, and of what, to name them in a 409.
 UNIQUE_FIELDS = {
-    "leads_tenant_email": ("email", "lead"),
-    "leads_tenant_external_id": ("external_id", "lead"),
+    "leads_email_tenant": ("email", "lead"),
+    "leads_external_id_tenant": ("external_id", "lead"),
 }
 
 # SQLSTATE classes that mean "Postgres is not there right now" rather than "this request is
@@ -67,7 +62,6 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
         max_size=max_size,
         init=init_connection,
         reset=_reset,
-        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool

@@ -158,5 +158,5 @@ async def test_leads_are_unique_per_tenant_by_email_and_by_external_id(
             " AND indexdef LIKE 'CREATE UNIQUE INDEX%'"
         )
     }
-    assert "btree (tenant_id, email) WHERE (email IS NOT NULL)" in unique
-    assert "btree (tenant_id, external_id) WHERE (external_id IS NOT NULL)" in unique
+    assert "btree (email, tenant_id) WHERE (email IS NOT NULL)" in unique
+    assert "btree (external_id, tenant_id) WHERE (external_id IS NOT NULL)" in unique

@@ -27,6 +27,7 @@ UPDATE deliveries d SET body = ($2::text[])[array_position($1::text[], d.id)]
 WHERE d.id = ANY ($1::text[]) AND d.body IS NULL
 """
 
+
 def body_of(row: asyncpg.Record) -> bytes | TemplateError:
     """The bytes this delivery sends, or why its template cannot make them.
 

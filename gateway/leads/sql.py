@@ -25,27 +25,30 @@ def _unnest(first: int, columns: tuple[str, ...]) -> str:
 
 
 # Every live lead any postback of the batch could match, by each of its keys: our id, external
-# id, email, phone ($5 is NULL where the tenant does not match on phone). Locked in id order, so
-# two batches locking the same leads take them in the same order.
+# id, email, phone ($5 is NULL where the tenant does not match on phone). Each arm looks up its
+# key alone (OFFSET 0 keeps the tenant's condition out of it), so the only index it can use is
+# the key's own — never one that starts with the tenant and would walk all its leads — and the
+# tenant is checked on what it finds. Locked in id order, one primary-key lookup each, so two
+# batches locking the same leads take them in the same order.
 FETCH_CANDIDATES = f"""
 SELECT l.* FROM (
     SELECT DISTINCT m.id
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS q (tenant_id, lead_id, external_id, email, phone)
     CROSS JOIN LATERAL (
-        SELECT id FROM leads WHERE id = q.lead_id AND tenant_id = q.tenant_id
+        (SELECT id, tenant_id FROM leads WHERE id = q.lead_id OFFSET 0)
         UNION ALL
-        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND external_id = q.external_id
+        (SELECT id, tenant_id FROM leads WHERE external_id = q.external_id OFFSET 0)
         UNION ALL
-        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND email = q.email
+        (SELECT id, tenant_id FROM leads WHERE email = q.email OFFSET 0)
         UNION ALL
-        SELECT id FROM leads WHERE tenant_id = q.tenant_id AND phone = q.phone
+        (SELECT id, tenant_id FROM leads WHERE phone = q.phone OFFSET 0)
     ) AS m
+    WHERE m.tenant_id = q.tenant_id
     ORDER BY m.id
 ) AS c
 CROSS JOIN LATERAL (
-    -- One primary-key lookup per candidate, in id order, locking it: a locking subquery is
-    -- never flattened into a join, so no plan can turn this into a scan of the table.
+    -- A locking subquery is never flattened into a join: one primary-key lookup per candidate.
     SELECT id, tenant_id, furthest_stage, {_COLS}, opted_out_at, created_at, updated_at
     FROM leads WHERE id = c.id AND deleted_at IS NULL
     FOR UPDATE
@@ -66,7 +69,7 @@ WITH inserted AS (
     UPDATE leads SET updated_at = $1, furthest_stage = u.furthest_stage,
         {", ".join(f"{c} = u.{c}" for c in WRITABLE)}
     FROM {_unnest(2 + _N, _ROW)}
-    WHERE leads.id = u.id AND leads.tenant_id = u.tenant_id
+    WHERE leads.id = u.id
 )
 INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at)
 SELECT h.*, $1 FROM unnest(${2 + 2 * _N}::text[], ${3 + 2 * _N}::text[], ${4 + 2 * _N}::text[],
