@@ -2,13 +2,16 @@
 
 GCRA (the generic cell rate algorithm) keeps one number per key — the theoretical arrival
 time of the next request — so a limit of N per minute allows a burst of N and then one request
-every 60/N seconds. The clock is Redis's own, so every gateway process agrees on it.
+every 60/N seconds. The clock is Redis's own, so every gateway process agrees on it. The checks
+of requests that arrive together go to Redis as one script call (each still judged on its own,
+in arrival order), so a busy gateway pays one round trip per event-loop turn, not per request.
 If Redis cannot answer, the request is let through (fail open): losing rate limiting for a
 while is better than refusing leads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 
@@ -18,24 +21,32 @@ from redis.exceptions import RedisError
 WINDOW_SECONDS = 60
 KEY_PREFIX = "leadgate:rl:"
 
-# Returns {allowed, remaining, retry_after_us, reset_us, now_us}. Times are microseconds in
-# doubles; an interval below their resolution (a limit of millions a minute) rounds to zero,
-# so the key always lives at least a millisecond.
+# For each key (ARGV[1] is the period, then one interval per key), five numbers: allowed,
+# remaining, retry_after_us, reset_us, now_us. Times are microseconds in doubles; an interval
+# below their resolution (a limit of millions a minute) rounds to zero, so a key always lives at
+# least a millisecond. A key given twice is judged twice, in order.
 _GCRA = """
-local interval = tonumber(ARGV[1])
-local period = tonumber(ARGV[2])
+local period = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local diff = new_tat - now
-if diff > period then
-  return {0, 0, diff - period, tat - now, now}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[i + 1])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local diff = new_tat - now
+  if diff > period then
+    for _, v in ipairs({0, 0, diff - period, tat - now, now}) do out[#out + 1] = v end
+  else
+    local ttl_ms = math.max(1, math.ceil(diff / 1000))
+    redis.call('SET', key, string.format('%d', new_tat), 'PX', ttl_ms)
+    for _, v in ipairs({1, math.floor((period - diff) / interval), 0, diff, now}) do
+      out[#out + 1] = v
+    end
+  end
 end
-local ttl_ms = math.max(1, math.ceil(diff / 1000))
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
-return {1, math.floor((period - diff) / interval), 0, diff, now}
+return out
 """
 
 
@@ -59,29 +70,52 @@ class Verdict:
         }
 
 
+_PERIOD_US = WINDOW_SECONDS * 1_000_000
+
+
 class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._script = redis.register_script(_GCRA)
+        self._waiting: list[tuple[str, int, asyncio.Future[Verdict | None]]] = []
 
     async def check(self, key_id: str, scope: str, per_minute: int) -> Verdict | None:
         """The verdict for one request, or None when Redis cannot be asked (fail open)."""
-        period = WINDOW_SECONDS * 1_000_000
-        interval = period / per_minute
+        future: asyncio.Future[Verdict | None] = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            # Everything asked before the loop's next turn goes in the same call.
+            asyncio.get_running_loop().call_soon(self._send)
+        self._waiting.append((f"{KEY_PREFIX}{key_id}:{scope}", per_minute, future))
+        return await future
+
+    def _send(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        asyncio.get_running_loop().create_task(self._ask(waiting))
+
+    async def _ask(self, waiting: list[tuple[str, int, asyncio.Future[Verdict | None]]]) -> None:
         try:
-            allowed, remaining, retry_us, reset_us, now_us = await self._script(
-                keys=[f"{KEY_PREFIX}{key_id}:{scope}"], args=[interval, period]
+            flat = await self._script(
+                keys=[key for key, _, _ in waiting],
+                args=[_PERIOD_US, *(_PERIOD_US / limit for _, limit, _ in waiting)],
             )
         except (RedisError, OSError):
-            return None
-        reset_in = math.ceil(int(reset_us) / 1_000_000)
-        return Verdict(
-            allowed=bool(allowed),
-            limit=per_minute,
-            remaining=int(remaining),
-            retry_after=int(retry_us) / 1_000_000,
-            reset_at=math.ceil((int(now_us) + int(reset_us)) / 1_000_000),
-            reset_in=reset_in,
-        )
+            flat = None
+        for i, (_, limit, future) in enumerate(waiting):
+            if not future.done():
+                future.set_result(
+                    None if flat is None else _verdict(limit, flat[5 * i : 5 * i + 5])
+                )
+
+
+def _verdict(per_minute: int, answer: list[int]) -> Verdict:
+    allowed, remaining, retry_us, reset_us, now_us = answer
+    return Verdict(
+        allowed=bool(allowed),
+        limit=per_minute,
+        remaining=int(remaining),
+        retry_after=int(retry_us) / 1_000_000,
+        reset_at=math.ceil((int(now_us) + int(reset_us)) / 1_000_000),
+        reset_in=math.ceil(int(reset_us) / 1_000_000),
+    )
 
 
 # Returns {allowed, wait_us}: a log of send times per key, pruned to the window.

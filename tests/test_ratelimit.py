@@ -59,6 +59,17 @@ async def test_request_past_the_limit_is_429_with_retry_after(
     assert refused.headers["X-RateLimit-Remaining"] == "0"
 
 
+async def test_requests_checked_together_are_each_judged_in_turn(
+    client: Client, tenant: Tenant
+) -> None:
+    # Sent at once, their checks share one call to Redis: the limit still holds per request.
+    responses = await asyncio.gather(*(get(client, tenant) for _ in range(8)))
+
+    assert sorted(r.status for r in responses) == [200] * 3 + [429] * 5
+    remaining = sorted(int(r.headers["X-RateLimit-Remaining"]) for r in responses)
+    assert remaining == [0] * 6 + [1, 2]
+
+
 async def test_limits_are_per_key(client: Client, tenant: Tenant, conn: asyncpg.Connection) -> None:
     other_key = await add_key(conn, tenant, ["read"])
     for _ in range(4):
