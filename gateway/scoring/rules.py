@@ -9,13 +9,14 @@ fails to evaluate on a lead does not hold; the failure is logged once per rule s
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 
-from gateway.dialects.engine import EvaluationError, ExpressionError, compiled
+from gateway.dialects.engine import EvaluationError, Expression, compiled
 
 log = structlog.get_logger("leadgate.scoring")
 
@@ -26,6 +27,10 @@ _HIDDEN = {*SCORE_FIELDS, "updated_at"}
 # (tenant, version, rule) whose failure was logged; bounded, like the engine's cache.
 _LOGGED: set[tuple[str, int, str]] = set()
 _LOGGED_MAX = 10_000
+
+# Rule sets' compiled expressions per thread, by (tenant, version); bounded like the engine's.
+_COMPILED = threading.local()
+_COMPILED_MAX = 1024
 
 Score = tuple[int | None, str | None, dict[str, int] | None]
 UNSCORED: Score = (None, None, None)
@@ -63,14 +68,33 @@ class RuleSet:
     def score(self, lead: dict[str, Any]) -> Score:
         """The lead's score, tier and breakdown ({rule: points} of the rules that held)."""
         data = scoring_input(lead)
-        breakdown = {r.name: r.points for r in self.rules if self._holds(r, data)}
+        breakdown = {
+            r.name: r.points
+            for r, expression in zip(self.rules, self._compiled(), strict=True)
+            if self._holds(r, expression, data)
+        }
         total = sum(breakdown.values())
         return total, self.tier_of(total), breakdown
 
-    def _holds(self, rule: Rule, data: dict[str, Any]) -> bool:
+    def _compiled(self) -> list[Expression]:
+        """The rules' compiled expressions, kept per thread as the engine's are (its compiled
+        forms are bound to the thread that made them)."""
+        cache: dict[tuple[str, int], tuple[tuple[Rule, ...], list[Expression]]] | None
+        cache = getattr(_COMPILED, "sets", None)
+        if cache is None:
+            cache = _COMPILED.sets = {}
+        key = (self.tenant_id, self.version)
+        found = cache.get(key)
+        if found is None or (found[0] is not self.rules and found[0] != self.rules):
+            if len(cache) >= _COMPILED_MAX:
+                cache.clear()
+            found = cache[key] = (self.rules, [compiled(r.when) for r in self.rules])
+        return found[1]
+
+    def _holds(self, rule: Rule, expression: Expression, data: dict[str, Any]) -> bool:
         try:
-            return _truthy(compiled(rule.when).evaluate(data))
-        except (EvaluationError, ExpressionError) as e:
+            return _truthy(expression.evaluate_once(data))
+        except EvaluationError as e:
             key = (self.tenant_id, self.version, rule.name)
             if key not in _LOGGED:
                 if len(_LOGGED) >= _LOGGED_MAX:
