@@ -19,8 +19,9 @@ from gateway.middleware import requires
 from gateway.openapi import Operation
 
 STATS = """
-SELECT coalesce(sum(created), 0) AS received, coalesce(sum(converted), 0) AS converted,
-       coalesce(sum(created) FILTER (WHERE month = $2), 0) AS this_month
+SELECT coalesce(sum(created), 0)::bigint AS received,
+       coalesce(sum(converted), 0)::bigint AS converted,
+       coalesce(sum(created) FILTER (WHERE month = $2), 0)::bigint AS this_month
 FROM tenant_monthly_counts WHERE tenant_id = $1
 """
 

@@ -129,7 +129,7 @@ WITH locked AS (
 )
 SELECT l.tenant_id, l.created + coalesce((
     SELECT sum(o.created) FROM tenant_monthly_counts o
-    WHERE o.tenant_id = l.tenant_id AND o.month = l.month AND o.shard <> 0), 0) AS created
+    WHERE o.tenant_id = l.tenant_id AND o.month = l.month AND o.shard <> 0), 0)::bigint AS created
 FROM locked l
 """
 

@@ -18,7 +18,11 @@ from datetime import UTC, datetime
 import asyncpg
 import structlog
 
-from gateway.constants import RESCORE_BATCH, RESCORE_LEASE_SECONDS
+from gateway.constants import (
+    RESCORE_BATCH,
+    RESCORE_LEASE_SECONDS,
+    RESCORE_START_DELAY_SECONDS,
+)
 from gateway.db import Conn, is_unavailable
 from gateway.events import Event, Outbox
 from gateway.leads.ingest import lead_json
@@ -55,7 +59,10 @@ class Rescorer:
                     log.error("rescore_failed", exc_info=e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._interval)
-            self._woken.clear()
+            if self._woken.is_set():
+                # A change of rules here: its rescore is due once the start delay has passed.
+                self._woken.clear()
+                await asyncio.sleep(RESCORE_START_DELAY_SECONDS)
 
     async def work_once(self) -> bool:
         """Claim one due rescore and run it to its end; False if none was due."""
