@@ -64,9 +64,7 @@ async def stats(request: web.Request) -> web.Response:
         "month": month.strftime("%Y-%m"),
         "quota_this_month": quota,
         "quota_remaining": max(quota - row["this_month"], 0) if quota is not None else None,
-        "converted_stages": sorted(who.conversions, key=list(who.pipeline.all).index)
-        if who.conversions <= set(who.pipeline.all)
-        else sorted(who.conversions),
+        "converted_stages": list(who.converted_stages or who.pipeline.stages[-1:]),
     }
     return json_response({"data": data})
 

@@ -56,7 +56,7 @@ async def apply_postbacks(conn: Conn, postbacks: list[Postback], now: datetime) 
         if any(result.created[t] > remaining[t] for t in creating):
             result = plan(candidates, postbacks, now, remaining)
     if result.inserts or result.updates:
-        await write_plan(conn, result, now, shard_zero=set(quotas))
+        await write_plan(conn, result, now, shard_zero=set(creating))
     return result
 
 

@@ -271,7 +271,7 @@ async def patch_lead(request: web.Request) -> web.Response:
             merged["stage"] = target
             forced = not who.pipeline.is_forward(current["stage"], target)
             move = StageMove(current["stage"], target, forced)
-        converts = row["converted_at"] is None and merged["stage"] in who.conversions
+        converts = move is not None and row["converted_at"] is None and target in who.conversions
         await save_change(tx, current, merged, move, datetime.now(UTC), scoring=who.scoring,
                           converts=converts)  # fmt: skip
         return json_response(await _detail(tx.conn, who, lead_id))
