@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from tests.conftest import Tenant, TenantFactory, events_of
+from tests.inbound.test_inbound import add_source, inbound, signed
 from tests.scoring.helpers import RULES, Client, post, put_rules, rescored
 
 LEADITIO_LEAD = {"email": "thabo@solar.example", "phone": "+27823456789",
@@ -207,3 +208,21 @@ async def test_analytics_shows_the_score_tier_mix(
     mix = (await response.json())["data"]["score_tiers"]
     assert mix == {"tiers": [{"name": "hot", "leads": 1}, {"name": "warm", "leads": 1}],
                    "below_tiers": 1, "unscored": 1}  # fmt: skip
+
+
+async def test_an_inbound_opt_out_rescores_the_lead(
+    client: Client, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    rules = {"rules": [{"name": "reachable", "points": 5, "when": "$not($exists(opted_out_at))"}],
+             "tiers": []}  # fmt: skip
+    await put_rules(client, tenant, rules)
+    lead = await post(client, tenant, email="o@example.com")
+    assert lead["score"] == 5
+    source = await add_source(client, tenant)
+    body, headers = signed(source["secret"], {"id": "o-1", "type": "customer.opt_out",
+                                              "lead_id": lead["id"]})  # fmt: skip
+    assert (await inbound(client, tenant, body, headers)).status == 201
+    shown = await client.get(f"/v1/leads/{lead['id']}", headers=tenant.headers)
+    assert (await shown.json())["data"]["score"] == 0
+    updated = [e for e in await events_of(conn, tenant.id) if e["type"] == "lead.updated"]
+    assert [e["body"]["data"]["score"] for e in updated] == [0]
