@@ -1,7 +1,7 @@
 -- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
 -- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
 --
--- schema-version: 2
+-- schema-version: 3
 -- Raise the version with every change to this file. Changes are expand/contract
 -- (docs/MIGRATIONS.md): a release adds what it needs, and drops only what the release before it
 -- had already stopped using.
@@ -311,3 +311,65 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
 );
 CREATE INDEX IF NOT EXISTS dashboard_sessions_expires ON dashboard_sessions (expires_at);
 CREATE INDEX IF NOT EXISTS dashboard_sessions_key ON dashboard_sessions (key_id);
+
+-- Lead scoring (docs/DOMAIN.md). A tenant's rule set, {"version", "rules", "tiers"}; NULL: no
+-- rules, so its leads carry no score. On the tenants row, so that a change reaches every gateway
+-- at its next request (the trigger above); the rescore's progress changes often and lives apart.
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS scoring jsonb;
+-- The stages that count a lead as converted (NULL: the pipeline's last stage), and the number of
+-- new leads a month (UTC) the tenant may receive (NULL: no quota).
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS converted_stages text[];
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS monthly_quota integer
+    CHECK (monthly_quota IS NULL OR monthly_quota >= 0);
+-- Each lead's score under its tenant's rules, computed by the gateway before every write.
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS score integer;
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS score_tier text;
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS score_breakdown jsonb;
+-- When the lead first reached a converted stage: it is counted as converted once, then.
+ALTER TABLE leads ADD COLUMN IF NOT EXISTS converted_at timestamptz;
+-- The background rescore after a change of rules: one row per tenant, for the latest version,
+-- walking the tenant's leads newest first from (cursor_created_at, cursor_id).
+CREATE TABLE IF NOT EXISTS scoring_rescores (
+    tenant_id          text PRIMARY KEY REFERENCES tenants (id) ON DELETE CASCADE,
+    version            bigint NOT NULL,
+    state              text NOT NULL CHECK (state IN ('pending', 'running', 'done')),
+    done               bigint NOT NULL DEFAULT 0,
+    total              bigint,
+    changed            bigint NOT NULL DEFAULT 0,
+    cursor_created_at  timestamptz,
+    cursor_id          text,
+    not_before         timestamptz NOT NULL DEFAULT now(),
+    leased_until       timestamptz,
+    started_at         timestamptz NOT NULL DEFAULT now(),
+    finished_at        timestamptz
+);
+-- Account counters: leads created and converted per tenant and UTC month, written set-based in
+-- the transaction of the change they count. A tenant without a quota spreads its batches over a
+-- few shards, so concurrent batches rarely wait on one row; a tenant with a quota counts in
+-- shard 0 alone, whose row lock makes the quota check exact. Created with the leads counted
+-- that exist at the time (once: the block runs only while the table is missing).
+DO $$
+BEGIN
+    IF to_regclass('tenant_monthly_counts') IS NULL THEN
+        CREATE TABLE tenant_monthly_counts (
+            tenant_id  text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            month      date NOT NULL,
+            shard      smallint NOT NULL,
+            created    bigint NOT NULL DEFAULT 0,
+            converted  bigint NOT NULL DEFAULT 0,
+            PRIMARY KEY (tenant_id, month, shard)
+        );
+        UPDATE leads SET converted_at = leads.updated_at FROM tenants t
+        WHERE t.id = leads.tenant_id AND leads.converted_at IS NULL
+          AND t.stages[array_length(t.stages, 1)] IN (leads.stage, leads.furthest_stage);
+        INSERT INTO tenant_monthly_counts (tenant_id, month, shard, created, converted)
+        SELECT tenant_id, month, 0, sum(created), sum(converted) FROM (
+            SELECT tenant_id, date_trunc('month', created_at AT TIME ZONE 'UTC')::date AS month,
+                   1 AS created, 0 AS converted FROM leads
+            UNION ALL
+            SELECT tenant_id, date_trunc('month', converted_at AT TIME ZONE 'UTC')::date, 0, 1
+            FROM leads WHERE converted_at IS NOT NULL
+        ) c GROUP BY tenant_id, month;
+    END IF;
+END
+$$;

@@ -11,6 +11,9 @@ the server. Scenarios run one after the other, never together:
                               gateway on this stack can do
   leadgate-new                POST /v1/postback, a new lead on every request (201)
   leadgate-matched            POST /v1/postback on a pool of existing leads: match + merge (200)
+  leadgate-new-scored         leadgate-new for a tenant with config/scoring.leaditio.json's ten
+                              rules: every lead scored before its write
+  leadgate-matched-scored     leadgate-matched for that tenant
   sync-flask-psycopg          Flask + psycopg 3 under gunicorn sync workers, new leads
   sync-flask-psycopg-matched  the same on a pool of existing leads
 
@@ -57,9 +60,15 @@ SCENARIOS = (
     "durable-floor",
     "leadgate-new",
     "leadgate-matched",
+    "leadgate-new-scored",
+    "leadgate-matched-scored",
     "sync-flask-psycopg",
     "sync-flask-psycopg-matched",
 )
+# `--scoring`: each Leadgate scenario beside the same one for a tenant with ten scoring rules.
+SCORING_SCENARIOS = ("leadgate-new", "leadgate-new-scored", "leadgate-matched",
+                     "leadgate-matched-scored")  # fmt: skip
+SCORED = "-scored"
 CEILING = "bare-aiohttp"
 FLOOR = "durable-floor"
 # CPU (in cores) outside the measured processes above which a scenario's figures are suspect;
@@ -170,6 +179,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="run ANALYZE after each warm-up (a deployment growing from empty gets none)",
     )
     parser.add_argument(
+        "--scoring",
+        action="store_true",
+        help=f"run {','.join(SCORING_SCENARIOS)} (scoring's cost) instead of --only",
+    )
+    parser.add_argument(
         "--growth",
         type=int,
         default=1,
@@ -177,6 +191,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     scenarios = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    if args.scoring:
+        scenarios = SCORING_SCENARIOS
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}")
@@ -309,12 +325,17 @@ class Run:
     opts: Options
     api_key: str
     services: Services
+    # The key of the tenant with the ten-rule scoring set (the *-scored scenarios).
+    scored_key: str = ""
+
+    def key_for(self, scenario: str) -> str:
+        return self.scored_key if scenario.endswith(SCORED) else self.api_key
 
 
 def measure(scenario: str, server: children.Server, run: Run) -> Outcome:
     """Warm up, then run wrk for the measured duration while sampling resource use."""
-    opts, api_key = run.opts, run.api_key
-    mode = "matched" if scenario.endswith("matched") else "new"
+    opts, api_key = run.opts, run.key_for(scenario)
+    mode = "matched" if "matched" in scenario else "new"
     load = wrkload.Load(opts.threads, opts.connections, opts.duration)
     run_id = uuid.uuid4().hex[:8]
     if opts.warmup:
@@ -334,14 +355,14 @@ def measure(scenario: str, server: children.Server, run: Run) -> Outcome:
 
 
 def run_scenario(scenario: str, run: Run) -> Outcome:
-    opts, api_key = run.opts, run.api_key
+    opts, api_key = run.opts, run.key_for(scenario)
     port = children.free_port()
     spec = server_spec(scenario, port, opts, api_key)
     base_url = f"http://127.0.0.1:{port}"
     log_path = opts.out_dir / f"{scenario}.log"
     say(f"{scenario}: starting on {base_url} (log: {log_path})")
     with children.running(scenario, spec.argv, spec.env, base_url, log_path) as server:
-        if scenario.endswith("matched"):
+        if "matched" in scenario:
             seeded = leadgate_admin.seed_pool(base_url, api_key, opts.pool)
             say(f"  seeded {opts.pool} leads: statuses {seeded}")
         outcome = measure(scenario, server, run)
@@ -358,17 +379,21 @@ def run_scenario(scenario: str, run: Run) -> Outcome:
     return outcome
 
 
-def prepare(opts: Options) -> str:
-    """Recreate the bench database, apply Leadgate's schema, and return an ingest key."""
+def prepare(opts: Options) -> tuple[str, str]:
+    """Recreate the bench database, apply Leadgate's schema, and return an ingest key (and one
+    of a tenant with the ten-rule scoring set, when a scored scenario runs)."""
     benchdb.recreate_database(opts.database_url)
     benchdb.flush_redis(opts.redis_url)
     create_flask_table(opts.database_url)
     if not any(s.startswith("leadgate") for s in opts.scenarios):
-        return "lg_bench_" + uuid.uuid4().hex
+        return "lg_bench_" + uuid.uuid4().hex, ""
     if not opts.leadgate.exists():
         raise leadgate_admin.AdminFailed(f"the leadgate console script is missing: {opts.leadgate}")
     lg = leadgate_admin.Leadgate(opts.leadgate, opts.database_url, opts.redis_url)
-    return leadgate_admin.prepare(lg)
+    key = leadgate_admin.prepare(lg)
+    if not any(s.endswith(SCORED) for s in opts.scenarios):
+        return key, ""
+    return key, leadgate_admin.prepare(lg, scoring=leadgate_admin.SCORING_RULES, migrate=False)
 
 
 def fmt_row(cells: list[str], widths: list[int]) -> str:
@@ -469,15 +494,29 @@ def save(outcomes: list[Outcome], opts: Options, settings: dict[str, str]) -> Pa
 
 
 def run_all(opts: Options, on_result: Callable[[Outcome], None]) -> None:
-    api_key = prepare(opts)
+    api_key, scored_key = prepare(opts)
     services = Services(
         benchdb.postmaster_pid(opts.database_url), benchdb.redis_pid(opts.redis_url)
     )
-    run = Run(opts, api_key, services)
+    run = Run(opts, api_key, services, scored_key)
     for scenario in opts.scenarios:
         rounds = opts.growth if scenario == "leadgate-new" else 1
         for n in range(1, rounds + 1):
             on_result(run_scenario(scenario if rounds == 1 else f"{scenario}#{n}", run))
+
+
+def scoring_lines(outcomes: list[Outcome]) -> list[str]:
+    """Each scored scenario's rate against the same scenario without rules."""
+    rates = {o.scenario: o.result.rps for o in outcomes}
+    lines = []
+    for name, rps in rates.items():
+        plain = rates.get(name.removesuffix(SCORED)) if name.endswith(SCORED) else None
+        if plain:
+            lines.append(
+                f"scoring: {name} ran at {100 * rps / plain:.1f}% of "
+                f"{name.removesuffix(SCORED)} ({rps:,.0f} against {plain:,.0f} req/s)"
+            )
+    return lines
 
 
 def growth_line(outcomes: list[Outcome]) -> str | None:
@@ -529,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         if outcomes:
             say("\n" + table(outcomes))
             for warning in (
+                *scoring_lines(outcomes),
                 growth_line(outcomes),
                 disturbance_warning(outcomes),
                 complaint_warning(outcomes),

@@ -81,11 +81,19 @@ class Leadgate:
 RATE_LIMIT_PER_MINUTE = 1_000_000_000
 
 
-def prepare(leadgate: Leadgate) -> str:
-    """Apply the schema, create a tenant that is never rate limited, and an ingest key."""
-    leadgate.run(["migrate"])
+# The ten-rule scoring set of the scored scenarios: Leaditio's score breakdown.
+SCORING_RULES = Path(__file__).resolve().parent.parent / "config" / "scoring.leaditio.json"
+
+
+def prepare(leadgate: Leadgate, scoring: Path | None = None, *, migrate: bool = True) -> str:
+    """Apply the schema, create a tenant that is never rate limited (scored by the rules in
+    `scoring`, if given), and an ingest key."""
+    if migrate:
+        leadgate.run(["migrate"])
     tenant = leadgate.run_json(["tenants", "create", "bench", "--json"])
     leadgate.run(["tenants", "update", tenant["id"], "--rate-limit", str(RATE_LIMIT_PER_MINUTE)])
+    if scoring is not None:
+        leadgate.run(["scoring", "set", str(scoring), "--tenant", tenant["id"]])
     key = leadgate.run_json(
         ["keys", "create", "--tenant", tenant["id"], "--scopes", "ingest,read,manage", "--json"]
     )

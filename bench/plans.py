@@ -30,14 +30,18 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway import db, embedded, events, idempotency, keys  # noqa: E402
+from gateway import db, embedded, events, idempotency, keys, stats  # noqa: E402
 from gateway.deliveries import sql as deliveries_sql  # noqa: E402
 from gateway.inbound import sql as inbound_sql  # noqa: E402
 from gateway.leads import sql as leads_sql  # noqa: E402
+from gateway.scoring import sql as scoring_sql  # noqa: E402
 from workers import render  # noqa: E402
 from workers import sql as worker_sql  # noqa: E402
 
 # Tables that grow with the install: none of them may be scanned whole on a hot path.
+# (tenant_monthly_counts grows with tenants and months, by a few rows a month each, not with the
+# traffic: with a few tenants the planner rightly reads it whole, and its lookups name a prefix
+# of its primary key.)
 GROWING = {"leads", "stage_history", "events", "deliveries", "delivery_attempts",
            "idempotency_keys", "inbound_events"}  # fmt: skip
 
@@ -55,6 +59,11 @@ HOT = {
     "leads.WRITE_LEADS": leads_sql.WRITE_LEADS,
     "leads.LOCK_LEAD": leads_sql.LOCK_LEAD,
     "leads.UPDATE_LEAD": leads_sql.UPDATE_LEAD,
+    "leads.LOCK_QUOTA": leads_sql.LOCK_QUOTA,
+    "scoring.GET_LEAD_FOR_SCORE": scoring_sql.GET_LEAD_FOR_SCORE,
+    "scoring.SET_SCORES": scoring_sql.SET_SCORES,
+    "scoring.RESCORE_PAGE": scoring_sql.RESCORE_PAGE,
+    "stats.STATS": stats.STATS,
     "deliveries.LEAD_EXISTS": deliveries_sql.LEAD_EXISTS,
     "deliveries.STOP_LEAD": deliveries_sql.STOP_LEAD,
     "inbound.FIND_LEAD": inbound_sql.FIND_LEAD,

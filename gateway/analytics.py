@@ -38,6 +38,14 @@ FROM (
 GROUP BY GROUPING SETS ((furthest_stage), (stage), (source), (campaign), (day), ())
 """
 
+# The score-tier mix of the range's leads. Apart from LEAD_FIGURES: the tier is not in the listing
+# index, so this one reads the range's rows.
+SCORE_TIERS = """
+SELECT score_tier, score IS NULL AS unscored, count(*) AS leads
+FROM leads WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+GROUP BY score_tier, score IS NULL
+"""
+
 DELIVERY_FIGURES = """
 SELECT count(*) AS attempts,
        count(*) FILTER (WHERE outcome = 'succeeded') AS succeeded,
@@ -85,6 +93,15 @@ class DeliveryFigures(BaseModel):
     latency_ms: dict[str, float | None]
 
 
+class ScoreTierMix(BaseModel):
+    tiers: list[Named] = Field(
+        description="Each of the account's tiers, highest first, then "
+        "any tier since removed that leads still carry."
+    )
+    below_tiers: int = Field(description="Scored leads below every tier.")
+    unscored: int = Field(description="Leads without a score (no rules when they last changed).")
+
+
 class Analytics(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -97,6 +114,7 @@ class Analytics(BaseModel):
     top_campaigns: list[Named]
     new_leads_per_day: list[Day]
     deliveries: DeliveryFigures
+    score_tiers: ScoreTierMix
 
 
 class AnalyticsResponse(BaseModel):
@@ -146,6 +164,25 @@ def funnel(
     return out
 
 
+def tier_mix(tiers: tuple[str, ...], rows: list[Any]) -> dict[str, Any]:
+    """Leads per tier (the account's, then any others leads carry), below every tier, unscored."""
+    counts: dict[str, int] = {}
+    below = unscored = 0
+    for r in rows:
+        if r["unscored"]:
+            unscored += r["leads"]
+        elif r["score_tier"] is None:
+            below += r["leads"]
+        else:
+            counts[r["score_tier"]] = r["leads"]
+    names = list(tiers) + sorted(set(counts) - set(tiers))
+    return {
+        "tiers": [{"name": name, "leads": counts.get(name, 0)} for name in names],
+        "below_tiers": below,
+        "unscored": unscored,
+    }
+
+
 def _ranked(counts: dict[Any, int], limit: int | None = TOP) -> list[dict[str, Any]]:
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
     return [{"name": name, "leads": n} for name, n in ranked[:limit]]
@@ -157,9 +194,10 @@ async def analytics(request: web.Request) -> web.Response:
     start, end = _window(query)
     who = request[PRINCIPAL]
     pool = request.app[POOL]
-    lead_rows, delivery = await asyncio.gather(
+    lead_rows, delivery, tier_rows = await asyncio.gather(
         pool.fetch(LEAD_FIGURES, who.tenant_id, start, end),
         pool.fetchrow(DELIVERY_FIGURES, who.tenant_id, start, end),
+        pool.fetch(SCORE_TIERS, who.tenant_id, start, end),
     )
     total = 0
     furthest: dict[str | None, int] = {}
@@ -200,6 +238,7 @@ async def analytics(request: web.Request) -> web.Response:
             "success_rate": round(succeeded / attempts, 4) if attempts else None,
             "latency_ms": dict(zip(("p50", "p95", "p99"), latency, strict=True)),
         },
+        "score_tiers": tier_mix(who.scoring.tier_names if who.scoring else (), tier_rows),
     }
     return json_response({"data": data})
 

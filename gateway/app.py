@@ -6,6 +6,8 @@ its own cleanup context, so shutdown closes exactly what start-up opened.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -22,6 +24,7 @@ from gateway.appkeys import (
     OUTBOX,
     POOL,
     REDIS,
+    RESCORER,
     SETTINGS,
     WAKER,
 )  # fmt: skip
@@ -41,7 +44,10 @@ from gateway.metrics import metrics_view
 from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
 from gateway.ratelimit import RateLimiter
+from gateway.scoring.rescore import Rescorer
+from gateway.scoring.views import OPERATIONS as SCORING_OPERATIONS
 from gateway.settings import Settings
+from gateway.stats import OPERATIONS as STATS_OPERATIONS
 from gateway.wake import Waker, arq_pool
 
 log = structlog.get_logger("leadgate")
@@ -53,6 +59,8 @@ OPERATIONS: list[Operation] = [
     *INBOUND_OPERATIONS,
     *ANALYTICS_OPERATIONS,
     *DIALECT_OPERATIONS,
+    *SCORING_OPERATIONS,
+    *STATS_OPERATIONS,
 ]
 
 
@@ -72,6 +80,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_batcher)
     app.cleanup_ctx.append(key_listener)
+    app.cleanup_ctx.append(_rescorer)
     for op in OPERATIONS:
         app.router.add_route(op.method, op.path, op.handler)
     app.router.add_get("/healthz", healthz)
@@ -127,3 +136,14 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[BATCHER].drain()
+
+
+async def _rescorer(app: web.Application) -> AsyncIterator[None]:
+    """This process's background rescore (gateway/scoring/rescore.py), until shutdown."""
+    rescorer = Rescorer(app[POOL], app[OUTBOX], app[WAKER], app[SETTINGS].rescore_interval)
+    app[RESCORER] = rescorer
+    task = asyncio.create_task(rescorer.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

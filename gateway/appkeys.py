@@ -14,6 +14,7 @@ from gateway.dialects.mappings import MappingCache
 from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
+from gateway.scoring.rescore import Rescorer
 from gateway.settings import Settings
 from gateway.wake import Waker
 
@@ -27,6 +28,7 @@ WAKER = web.AppKey("waker", Waker)
 BATCHER = web.AppKey("batcher", Batcher)
 CIPHER = web.AppKey("cipher", Cipher)
 MAPPINGS = web.AppKey("mappings", MappingCache)
+RESCORER = web.AppKey("rescorer", Rescorer)
 # Who a request without an API key is, from a dashboard session cookie; set by the dashboard.
 SESSION_AUTH: web.AppKey[Callable[[web.Request], Awaitable[Principal | None]]] = web.AppKey(
     "session_auth"

@@ -327,6 +327,15 @@ def _stage_option(value: str | None, name: str) -> tuple[str, ...] | None:
     type=click.Choice(SCOPES),
     help="Apply --rate-limit to this scope only (0 removes the scope's own limit).",
 )
+@click.option(
+    "--converted-stages",
+    help='Stages that count a lead as converted, e.g. "won,Paid"; "" resets to the last stage.',
+)
+@click.option(
+    "--monthly-quota",
+    type=click.IntRange(min=0),
+    help="New leads a month (UTC) before postbacks that create get 429; 0 removes the quota.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @with_connection
 async def tenants_update(
@@ -338,6 +347,8 @@ async def tenants_update(
     match_phone: bool | None,
     rate_limit: int | None,
     scope: str | None,
+    converted_stages: str | None,
+    monthly_quota: int | None,
     as_json: bool,
 ) -> None:
     if scope is not None and rate_limit is None:
@@ -353,9 +364,14 @@ async def tenants_update(
             match_phone=match_phone,
             rate_limit=rate_limit if scope is None else None,
             scope_rate_limit=per_scope,
+            converted_stages=()
+            if converted_stages == ""
+            else _stage_option(converted_stages, "--converted-stages"),
+            monthly_quota=monthly_quota,
         )
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--stages/--exit-stages") from e
+        hint = "--converted-stages" if "is not a stage" in str(e) else "--stages/--exit-stages"
+        raise click.BadParameter(str(e), param_hint=hint) from e
     if row is None:
         raise click.ClickException(f"no tenant {tenant_id}")
     if as_json:
@@ -610,9 +626,11 @@ async def sources_list(conn: asyncpg.Connection, tenant_id: str, as_json: bool) 
 
 # Command groups kept in modules of their own, built on the helpers above.
 from gateway.cli_dialects import mappings, templates  # noqa: E402
+from gateway.cli_scoring import scoring  # noqa: E402
 
 main.add_command(mappings)
 main.add_command(templates)
+main.add_command(scoring)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

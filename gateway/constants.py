@@ -84,3 +84,25 @@ LIVE_KEEPALIVE_SECONDS = 15.0
 LIVE_QUEUE_SIZE = 1000
 # After losing Redis, the live view's subscriber tries again after this long.
 LIVE_RECONNECT_SECONDS = 1.0
+# Scoring rules a tenant may have, and tiers: every rule is evaluated on every change of every
+# lead (about 1 µs each with jsonatapy), so a hundred keeps a postback's scoring well under a
+# tenth of a millisecond; more rules than that are better expressed as fewer, richer ones.
+MAX_SCORING_RULES = 100
+MAX_SCORING_TIERS = 20
+# A rule's `when` is a short boolean, not a template.
+MAX_RULE_EXPRESSION = 2000
+# A rule's points: a score stays far inside a Postgres integer even with a hundred rules.
+MAX_RULE_POINTS = 1_000_000
+# Rule and tier names: keys of `score_breakdown` and values of `?score_tier=`.
+SCORING_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Leads the background rescore reads, scores and writes per transaction: large enough to make
+# each statement worthwhile, small enough that its row locks are held only milliseconds.
+RESCORE_BATCH = 500
+# A rescore starts this long after the change of rules, so that postbacks already in flight
+# (authenticated under the previous rules) have committed before it passes their leads.
+RESCORE_START_DELAY_SECONDS = 1.0
+# How long a gateway holds a rescore it works on; a gateway that dies leaves it to another after.
+RESCORE_LEASE_SECONDS = 30
+# Account counters: a tenant without a quota spreads its batches over this many rows a month,
+# so that concurrent batches rarely wait for one another's commit on one row.
+COUNTER_SHARDS = 8

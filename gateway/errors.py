@@ -10,7 +10,9 @@
     ├── PayloadTooLarge           413 payload_too_large
     ├── UnsupportedMediaType      415 unsupported_media_type
     ├── IdempotencyKeyReused      422 idempotency_key_reused
+    ├── InvalidRules              422 invalid_rules (scoring rules; `fields` names each bad one)
     ├── RateLimited               429 rate_limited (carries Retry-After)
+    ├── QuotaExceeded             429 quota_exceeded (a new lead past the monthly quota)
     ├── InternalError             500 internal_error
     └── Unavailable               503 unavailable
 
@@ -77,8 +79,16 @@ class IdempotencyKeyReused(ApiError):
     status, code = 422, "idempotency_key_reused"
 
 
+class InvalidRules(ApiError):
+    status, code = 422, "invalid_rules"
+
+
 class RateLimited(ApiError):
     status, code = 429, "rate_limited"
+
+
+class QuotaExceeded(ApiError):
+    status, code = 429, "quota_exceeded"
 
 
 class InternalError(ApiError):

@@ -11,12 +11,14 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from gateway.constants import API_KEY_HINT_LENGTH, API_KEY_PREFIX, API_KEY_RANDOM_BYTES, KEY_PREFIX
 from gateway.db import Conn
 from gateway.ids import new_id
+from gateway.scoring.rules import RuleSet, ruleset_of
 from gateway.tenants import Pipeline
 
 CREATE_KEY = """
@@ -38,7 +40,8 @@ RETURNING id, tenant_id, hint, scopes, created_at, revoked_at
 # One round trip authenticates the key and loads what every request needs of its tenant.
 AUTHENTICATE = """
 SELECT k.id AS key_id, k.key_hash, k.scopes, t.id AS tenant_id, t.stages, t.exit_stages,
-       t.match_phone, t.rate_limit, t.scope_rate_limits, k.mapping
+       t.match_phone, t.rate_limit, t.scope_rate_limits, k.mapping, t.scoring,
+       t.converted_stages, t.monthly_quota
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.key_hash = $1 AND k.revoked_at IS NULL
 """
@@ -57,10 +60,28 @@ class Principal:
     scope_rate_limits: dict[str, int]
     # The sender mapping this key's postbacks go through unless they name one.
     mapping: str | None = None
+    # The tenant's scoring rules (None: its leads carry no score), the stages that count a lead
+    # as converted (empty: the pipeline's last), and its monthly quota of new leads.
+    scoring: RuleSet | None = None
+    converted_stages: tuple[str, ...] = ()
+    monthly_quota: int | None = None
+
+    @property
+    def conversions(self) -> frozenset[str]:
+        return frozenset(self.converted_stages or self.pipeline.stages[-1:])
 
     def limit_for(self, scope: str, default: int) -> int:
         """Requests per minute for this key in `scope`: scope override, tenant's, default."""
         return self.scope_rate_limits.get(scope) or self.rate_limit or default
+
+
+def domain_options(row: asyncpg.Record) -> dict[str, Any]:
+    """A principal's tenant options beyond auth: scoring rules, conversions, quota."""
+    return {
+        "scoring": ruleset_of(row["tenant_id"], row["scoring"]),
+        "converted_stages": tuple(row["converted_stages"] or ()),
+        "monthly_quota": row["monthly_quota"],
+    }
 
 
 def generate_key() -> str:
@@ -161,6 +182,7 @@ async def authenticate(
         rate_limit=row["rate_limit"],
         scope_rate_limits=row["scope_rate_limits"],
         mapping=row["mapping"],
+        **domain_options(row),
     )
     if cache is not None:
         cache.put(digest, principal, generation)

@@ -27,8 +27,10 @@ _ERROR_TEXT = {
     409: "Conflict: a duplicate, or a request with this idempotency key is in progress.",
     413: "The body exceeds LEADGATE_MAX_BODY_BYTES.",
     415: "The Content-Type is neither JSON nor a url-encoded form.",
-    422: "The idempotency key was used with a different request.",
-    429: "The API key's rate limit is spent; Retry-After says when to try again.",
+    422: "The idempotency key was used with a different request (`idempotency_key_reused`), or "
+    "scoring rules that do not hold together (`invalid_rules`, `error.fields` names each).",
+    429: "The API key's rate limit is spent (`rate_limited`), or a new lead is past the "
+    "account's monthly quota (`quota_exceeded`); Retry-After says when to try again.",
 }
 # What an operation that honours Idempotency-Key may answer because of the key alone: a bad key
 # (400), the same key still in flight (409), the key used before with another request (422).

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(
         2, ge=1, le=64, description="Batches one gateway process commits at the same time."
     )
+    rescore_interval: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often a gateway looks for a rescore of leads left to it (s).",
+    )
 
     retry_schedule: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_split_numbers)] = Field(
         DEFAULT_RETRY_SCHEDULE, description="Delay before each attempt, in seconds."

@@ -13,21 +13,25 @@ from gateway.ids import new_id
 
 CREATE_TENANT = """
 INSERT INTO tenants (id, name) VALUES ($1, $2)
-RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at,
+       converted_stages, monthly_quota
 """
 
 GET_TENANT = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at,
+       converted_stages, monthly_quota
 FROM tenants WHERE id = $1
 """
 
 LIST_TENANTS = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at,
+       converted_stages, monthly_quota
 FROM tenants ORDER BY created_at, id
 """
 
 FIND_TENANT_BY_NAME = """
-SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
+SELECT id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at,
+       converted_stages, monthly_quota
 FROM tenants WHERE name = $1 ORDER BY created_at LIMIT 1
 """
 
@@ -42,9 +46,15 @@ UPDATE tenants SET
     scope_rate_limits = CASE
         WHEN $7::text IS NULL THEN scope_rate_limits
         WHEN $8::int = 0 THEN scope_rate_limits - $7
-        ELSE scope_rate_limits || jsonb_build_object($7, $8) END
+        ELSE scope_rate_limits || jsonb_build_object($7, $8) END,
+    converted_stages = CASE
+        WHEN $9::text[] IS NULL THEN converted_stages
+        WHEN cardinality($9) = 0 THEN NULL ELSE $9 END,
+    monthly_quota = CASE
+        WHEN $10::int IS NULL THEN monthly_quota WHEN $10 = 0 THEN NULL ELSE $10 END
 WHERE id = $1
-RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at
+RETURNING id, name, stages, exit_stages, match_phone, rate_limit, scope_rate_limits, created_at,
+       converted_stages, monthly_quota
 """
 
 
@@ -102,6 +112,8 @@ def tenant_json(row: asyncpg.Record) -> dict[str, Any]:
         "match_phone": row["match_phone"],
         "rate_limit": row["rate_limit"],
         "scope_rate_limits": row["scope_rate_limits"],
+        "converted_stages": list(row["converted_stages"] or row["stages"][-1:]),
+        "monthly_quota": row["monthly_quota"],
         "created_at": row["created_at"].isoformat(),
     }
 
@@ -122,17 +134,23 @@ async def update_tenant(
     match_phone: bool | None = None,
     rate_limit: int | None = None,
     scope_rate_limit: tuple[str, int] | None = None,
+    converted_stages: tuple[str, ...] | None = None,
+    monthly_quota: int | None = None,
 ) -> asyncpg.Record | None:
-    """Change a tenant's options; a rate limit of 0 returns to the default."""
-    if stages is not None or exit_stages is not None:
+    """Change a tenant's options; a rate limit of 0 returns to the default, as does an empty
+    tuple of converted stages (the pipeline's last) and a monthly quota of 0 (none)."""
+    if stages is not None or exit_stages is not None or converted_stages:
         current = await conn.fetchrow(GET_TENANT, tenant_id)
         if current is None:
             return None
-        merged = (stages or tuple(current["stages"])) + (
-            exit_stages if exit_stages is not None else tuple(current["exit_stages"])
+        pipeline = Pipeline(
+            stages or tuple(current["stages"]),
+            exit_stages if exit_stages is not None else tuple(current["exit_stages"]),
         )
-        if len({s.casefold() for s in merged}) != len(merged):
+        if len({s.casefold() for s in pipeline.all}) != len(pipeline.all):
             raise ValueError("a stage cannot be both in the pipeline and an exit stage")
+        if converted_stages:
+            converted_stages = _canonical_stages(pipeline, converted_stages)
     return await conn.fetchrow(
         UPDATE_TENANT,
         tenant_id,
@@ -143,4 +161,17 @@ async def update_tenant(
         rate_limit,
         scope_rate_limit[0] if scope_rate_limit else None,
         scope_rate_limit[1] if scope_rate_limit else None,
+        list(converted_stages) if converted_stages is not None else None,
+        monthly_quota,
     )
+
+
+def _canonical_stages(pipeline: Pipeline, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Stage names as the tenant spells them; ValueError naming one it does not have."""
+    found = []
+    for name in names:
+        stage = pipeline.canonical(name)
+        if stage is None:
+            raise ValueError(f"{name!r} is not a stage; stages: {', '.join(pipeline.all)}")
+        found.append(stage)
+    return tuple(found)

@@ -28,7 +28,7 @@ from gateway.appkeys import POOL, SETTINGS
 from gateway.constants import CSRF_HEADER, SESSION_COOKIE, SESSION_TOKEN_BYTES
 from gateway.dashboard import sql
 from gateway.errors import Forbidden, Unauthorized
-from gateway.keys import Principal
+from gateway.keys import Principal, domain_options
 from gateway.tenants import Pipeline
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -91,6 +91,7 @@ async def find_session(request: web.Request) -> SignedIn | None:
         match_phone=row["match_phone"],
         rate_limit=row["rate_limit"],
         scope_rate_limits=row["scope_rate_limits"],
+        **domain_options(row),
     )
     return SignedIn(principal, row["csrf_token"], digest)
 

@@ -41,6 +41,10 @@ class Expression(Protocol):
     def evaluate(self, data: Any) -> Any:
         """The result for `data` (None when the expression yields nothing)."""
 
+    def evaluate_once(self, data: Any) -> Any:
+        """`evaluate` without the retry of a timeout (for scoring, where a rule that times out
+        simply does not hold): one call, the least overhead around the engine."""
+
 
 def _bounded_pad(text: Any, width: Any, char: Any = " ") -> str:
     """`$pad` that refuses widths no body could hold, before it allocates them.
@@ -87,6 +91,17 @@ class _Rust:
                 raise EvaluationError(_clean(str(e)) or type(e).__name__) from e
         raise AssertionError("unreachable")  # pragma: no cover - the last try returns or raises
 
+    def evaluate_once(self, data: Any) -> Any:
+        try:
+            return self._expr.evaluate(
+                data,
+                timeout=EXPRESSION_TIMEOUT_MS,
+                max_stack_depth=EXPRESSION_MAX_DEPTH,
+                max_sequence_length=EXPRESSION_MAX_SEQUENCE,
+            )
+        except Exception as e:  # as in evaluate
+            raise EvaluationError(_clean(str(e)) or type(e).__name__) from e
+
 
 class _Python:
     """jsonata-python (installed with the dev extra): time and depth bounds of its own."""
@@ -109,6 +124,9 @@ class _Python:
             return self._expr.evaluate(data)
         except Exception as e:  # e.g. ZeroDivisionError for 1/0, where the reference says D1001
             raise EvaluationError(str(e) or type(e).__name__) from e
+
+    def evaluate_once(self, data: Any) -> Any:
+        return self.evaluate(data)
 
 
 _ENGINES: dict[EngineName, Callable[[str], Expression]] = {

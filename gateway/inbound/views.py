@@ -39,6 +39,7 @@ from gateway.inbound.models import (
 from gateway.leads.normalize import InvalidValue, normalize_email, normalize_phone
 from gateway.middleware import requires
 from gateway.openapi import Operation
+from gateway.scoring.store import rescore_lead
 from gateway.signing import BadSignature, check_verify_key, generate_secret, verify
 
 OPT_OUT_SUFFIX = ".opt_out"
@@ -189,6 +190,8 @@ async def receive(request: web.Request) -> web.Response:
         if lead_id is not None and kind.endswith(OPT_OUT_SUFFIX):
             await conn.execute(sql.OPT_OUT, lead_id, who.tenant_id, now)
             await conn.execute(STOP_LEAD, lead_id, who.tenant_id)
+            if who.scoring is not None:  # rules may look at opted_out_at
+                await rescore_lead(tx, lead_id, who.scoring, now)
         payload = {"source": name, "id": external_id, "lead_id": lead_id, "payload": raw}
         await tx.emit(Event(kind, payload, now, lead_id))
         data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}

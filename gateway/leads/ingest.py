@@ -13,29 +13,36 @@ database, so every rule of the contract can be read, and tested, in one place:
 - merge: non-empty values overwrite, `custom_data` merges by key, completion never drops; a
   postback that changes nothing writes nothing and emits no event;
 - stages move forward only unless forced; a change that would give a lead another lead's email
-  or external id is a 409 for that postback alone.
+  or external id is a 409 for that postback alone;
+- every lead is scored (`gateway.scoring.rules`) in the state each postback leaves it, and a
+  change of score is a change; the first time it reaches a converted stage it is counted;
+- past its tenant's monthly quota (`remaining`, known once the batch has locked the month's
+  counter) a postback that would create a lead is a 429, while matches still update.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.constants import LEAD_PREFIX
-from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound
+from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound, QuotaExceeded
 from gateway.events import Event
 from gateway.ids import new_id
 from gateway.keys import Principal
 from gateway.leads.models import NUMBER_FIELDS, TEXT_FIELDS, LeadFields, PostbackIn
 from gateway.leads.normalize import InvalidValue, normalize_email, normalize_phone
+from gateway.scoring.rules import SCORE_FIELDS, RuleSet, apply_score
 from gateway.tenants import Pipeline
 
 LeadDict = dict[str, Any]
 
 # The columns a postback or PATCH writes, in the order every query binds them.
 WRITABLE = (*TEXT_FIELDS, "stage", *NUMBER_FIELDS, "custom_data")
+# What is stored of a lead and shown by the API: what is written, and its score.
+STORED = (*WRITABLE, *SCORE_FIELDS)
 # The keys a lead is matched by and locked on; the first two are unique per tenant.
 UNIQUE_KEYS = ("external_id", "email")
 
@@ -66,6 +73,9 @@ class Postback:
     values: dict[str, Any]
     target: str | None
     force: bool
+    scoring: RuleSet | None = None
+    conversions: frozenset[str] = frozenset()
+    quota: int | None = None
 
     @property
     def phone(self) -> str | None:
@@ -95,6 +105,9 @@ class Plan:
     history: list[HistoryRow] = field(default_factory=list)
     events: list[tuple[str, Event]] = field(default_factory=list)
     outcomes: list[IngestResult | ApiError] = field(default_factory=list)
+    # Per tenant: leads created, and leads that reached a converted stage for the first time.
+    created: dict[str, int] = field(default_factory=dict)
+    converted: dict[str, int] = field(default_factory=dict)
 
 
 def key_lock_id(tenant_id: str, kind: str, value: str) -> int:
@@ -105,7 +118,7 @@ def key_lock_id(tenant_id: str, kind: str, value: str) -> int:
 def lead_json(row: Any) -> LeadDict:
     """A lead as the API shows it (and as lead events carry it)."""
     lead = {"id": row["id"]}
-    lead.update({col: row[col] for col in WRITABLE})
+    lead.update({col: row[col] for col in STORED})
     lead["opted_out_at"] = row["opted_out_at"]
     lead["created_at"] = row["created_at"]
     lead["updated_at"] = row["updated_at"]
@@ -158,6 +171,9 @@ def prepare(who: Principal, postback: PostbackIn, default_region: str | None) ->
         values=values,
         target=target,
         force=postback.force_stage,
+        scoring=who.scoring,
+        conversions=who.conversions,
+        quota=who.monthly_quota,
     )
 
 
@@ -178,6 +194,18 @@ def furthest(pipeline: Pipeline, reached: str | None, stage: str) -> str | None:
     """The furthest pipeline stage a lead has reached, once it is at `stage`."""
     rank = {s: i for i, s in enumerate(pipeline.stages, start=1)}
     return stage if rank.get(stage, 0) > rank.get(reached or "", 0) else reached
+
+
+def quota_exceeded(quota: int, now: datetime) -> QuotaExceeded:
+    """429 for a new lead past the quota; Retry-After runs to the next month (UTC)."""
+    month = now.astimezone(UTC)
+    following = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+    wait = max(int((following - now).total_seconds()) + 1, 1)
+    return QuotaExceeded(
+        f"this account's quota of {quota} new leads this month (UTC) is reached; postbacks "
+        "that match an existing lead still update it",
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def change_events(
@@ -201,9 +229,13 @@ class Batch:
     postbacks of the batch are matched by later ones, by their keys as they now are.
     """
 
-    def __init__(self, candidates: list[Any], now: datetime) -> None:
+    def __init__(
+        self, candidates: list[Any], now: datetime, remaining: dict[str, int] | None = None
+    ) -> None:
         self.now = now
         self.plan = Plan()
+        # New leads each quota-bound tenant may still create this month (absent: no limit).
+        self._remaining = dict(remaining or {})
         self._leads: dict[str, LeadDict] = {}
         self._meta: dict[str, dict[str, Any]] = {}  # tenant_id, furthest_stage, new, dirty
         self._unique: dict[tuple[str, str, str], str] = {}
@@ -211,11 +243,21 @@ class Batch:
         for row in sorted(candidates, key=lambda r: (r["created_at"], r["id"])):
             lead = lead_json(row)
             self._add(lead, row["tenant_id"], row["furthest_stage"], new=False)
+            self._meta[lead["id"]]["converted_at"] = row["converted_at"]
 
     def _add(self, lead: LeadDict, tenant_id: str, reached: str | None, *, new: bool) -> None:
         self._leads[lead["id"]] = lead
-        self._meta[lead["id"]] = {"tenant_id": tenant_id, "furthest": reached, "new": new}
+        self._meta[lead["id"]] = {
+            "tenant_id": tenant_id, "furthest": reached, "new": new, "converted_at": None,
+        }  # fmt: skip
         self._index(lead, tenant_id)
+
+    def _convert(self, p: Postback, lead: LeadDict) -> None:
+        """Count the lead once, the first time it is at one of its tenant's converted stages."""
+        meta = self._meta[lead["id"]]
+        if meta["converted_at"] is None and lead["stage"] in p.conversions:
+            meta["converted_at"] = self.now
+            self.plan.converted[p.tenant_id] = self.plan.converted.get(p.tenant_id, 0) + 1
 
     def _index(self, lead: LeadDict, tenant_id: str) -> None:
         for kind in UNIQUE_KEYS:
@@ -256,6 +298,11 @@ class Batch:
         self.plan.outcomes.append(outcome)
 
     def _create(self, p: Postback) -> IngestResult:
+        left = self._remaining.get(p.tenant_id)
+        if left is not None:
+            if left <= 0:
+                raise quota_exceeded(p.quota or 0, self.now)
+            self._remaining[p.tenant_id] = left - 1
         stage = p.target or p.pipeline.stages[0]
         lead: LeadDict = {"id": new_id(LEAD_PREFIX)}
         lead.update({col: p.values.get(col) for col in WRITABLE})
@@ -263,8 +310,11 @@ class Batch:
         lead["custom_data"] = p.values.get("custom_data", {})
         lead["opted_out_at"] = None
         lead["created_at"] = lead["updated_at"] = self.now
+        apply_score(p.scoring, lead)
         reached = stage if stage in p.pipeline.stages else p.pipeline.stages[0]
         self._add(lead, p.tenant_id, reached, new=True)
+        self._convert(p, lead)
+        self.plan.created[p.tenant_id] = self.plan.created.get(p.tenant_id, 0) + 1
         self.plan.history.append(
             HistoryRow(p.tenant_id, lead["id"], StageMove(None, stage, False), p.key_id)
         )
@@ -283,7 +333,8 @@ class Batch:
                 move = StageMove(current["stage"], p.target, forced=not forward)
             else:
                 stage_ignored = True
-        changed = {col for col in WRITABLE if merged[col] != current[col]}
+        apply_score(p.scoring, merged)
+        changed = {col for col in STORED if merged[col] != current[col]}
         if not changed:
             return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
         self._refuse_taken_keys(p.tenant_id, current, merged)
@@ -297,6 +348,7 @@ class Batch:
         if move is not None:
             meta["furthest"] = furthest(p.pipeline, meta["furthest"], move.to_stage)
             self.plan.history.append(HistoryRow(p.tenant_id, current["id"], move, p.key_id))
+            self._convert(p, current)
         for event in change_events(current, changed, move, self.now):
             self.plan.events.append((p.tenant_id, event))
         return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
@@ -316,7 +368,8 @@ class Batch:
         """The plan: each lead written once, in its final state."""
         for lead_id, lead in self._leads.items():
             meta = self._meta[lead_id]
-            row = {**lead, "tenant_id": meta["tenant_id"], "furthest_stage": meta["furthest"]}
+            row = {**lead, "tenant_id": meta["tenant_id"], "furthest_stage": meta["furthest"],
+                   "converted_at": meta["converted_at"]}  # fmt: skip
             if meta["new"]:
                 self.plan.inserts.append(row)
             elif meta.get("dirty"):
@@ -324,9 +377,15 @@ class Batch:
         return self.plan
 
 
-def plan(candidates: list[Any], postbacks: list[Postback], now: datetime) -> Plan:
-    """Resolve `postbacks` in arrival order against `candidates` (see `Batch`)."""
-    batch = Batch(candidates, now)
+def plan(
+    candidates: list[Any],
+    postbacks: list[Postback],
+    now: datetime,
+    remaining: dict[str, int] | None = None,
+) -> Plan:
+    """Resolve `postbacks` in arrival order against `candidates` (see `Batch`); `remaining`:
+    the new leads each quota-bound tenant may still create."""
+    batch = Batch(candidates, now, remaining)
     for p in postbacks:
         batch.apply(p)
     return batch.finish()

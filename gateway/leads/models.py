@@ -127,6 +127,10 @@ class LeadFilters(BaseModel):
     from_: Moment | None = Field(None, alias="from", description="Created at or after.")
     to: Moment | None = Field(None, description="Created before.")
     updated_since: Moment | None = None
+    score_tier: list[Text] | None = Field(
+        None, description="Repeat to match any of several scoring tiers."
+    )
+    min_score: int | None = Field(None, ge=-MAX_COUNT, le=MAX_COUNT, description="Score at least.")
 
 
 class LeadListQuery(LeadFilters):
@@ -180,6 +184,14 @@ class Lead(BaseModel):
     form_fields_total: int | None
     estimated_value: float | None
     custom_data: dict[str, Any]
+    score: int | None = Field(
+        description="The sum of the points of the scoring rules that hold; "
+        "null when the account has no rules."
+    )
+    score_tier: str | None = Field(description="The highest tier whose `min` the score reaches.")
+    score_breakdown: dict[str, int] | None = Field(
+        description="The points of each rule that holds, by rule name."
+    )
     opted_out_at: datetime | None = Field(
         description="When an inbound opt-out arrived; postbacks never clear it."
     )

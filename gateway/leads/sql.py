@@ -9,13 +9,15 @@ statement cache holds and however large the table has grown.
 
 from __future__ import annotations
 
-from gateway.leads.ingest import WRITABLE
+from gateway.leads.ingest import STORED
 from gateway.leads.models import NUMBER_FIELDS
 
-_COLS = ", ".join(WRITABLE)
-_SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at FROM leads"
+_COLS = ", ".join(STORED)
+_SELECT = f"SELECT id, {_COLS}, opted_out_at, created_at, updated_at, converted_at FROM leads"
 _TYPES = {c: "float8" for c in ("form_completion_percent", "estimated_value")}
 _TYPES |= {c: "int4" for c in NUMBER_FIELDS if c not in _TYPES} | {"custom_data": "jsonb"}
+_TYPES |= {"score": "int4", "score_breakdown": "jsonb", "converted_at": "timestamptz"}
+_TYPES |= {"shard": "int2", "created": "int8", "converted": "int8"}
 
 
 def _unnest(first: int, columns: tuple[str, ...]) -> str:
@@ -49,27 +51,42 @@ SELECT l.* FROM (
 ) AS c
 CROSS JOIN LATERAL (
     -- A locking subquery is never flattened into a join: one primary-key lookup per candidate.
-    SELECT id, tenant_id, furthest_stage, {_COLS}, opted_out_at, created_at, updated_at
+    SELECT id, tenant_id, furthest_stage, converted_at, {_COLS}, opted_out_at, created_at,
+           updated_at
     FROM leads WHERE id = c.id AND deleted_at IS NULL
     FOR UPDATE
 ) AS l
 """
 
-_ROW = ("id", "tenant_id", "furthest_stage", *WRITABLE)
+_ROW = ("id", "tenant_id", "furthest_stage", "converted_at", *STORED)
 _HISTORY = ("tenant_id", "lead_id", "from_stage", "to_stage", "forced", "api_key_id")
 _N = len(_ROW)
+_COUNTS = ("tenant_id", "shard", "created", "converted")
+
+# The month (UTC) a moment counts in, as the counters key it.
+MONTH_OF = "date_trunc('month', {} AT TIME ZONE 'UTC')::date"
 
 # A batch's leads in one statement: $1 the batch's time; new leads (each in its final state, its
-# history written beside it), changed leads, and every stage history row.
+# history written beside it), changed leads, the tenants' counters of created and converted leads
+# (one row per tenant, in tenant order, so that batches never wait on each other in a circle),
+# and every stage history row.
 WRITE_LEADS = f"""
 WITH inserted AS (
-    INSERT INTO leads (id, tenant_id, furthest_stage, {_COLS}, created_at, updated_at)
+    INSERT INTO leads (id, tenant_id, furthest_stage, converted_at, {_COLS}, created_at,
+                       updated_at)
     SELECT u.*, $1, $1 FROM {_unnest(2, _ROW)}
 ), updated AS (
     UPDATE leads SET updated_at = $1, furthest_stage = u.furthest_stage,
-        {", ".join(f"{c} = u.{c}" for c in WRITABLE)}
+        converted_at = u.converted_at, {", ".join(f"{c} = u.{c}" for c in STORED)}
     FROM {_unnest(2 + _N, _ROW)}
     WHERE leads.id = u.id
+), counted AS (
+    INSERT INTO tenant_monthly_counts AS c (tenant_id, month, shard, created, converted)
+    SELECT u.tenant_id, {MONTH_OF.format("$1::timestamptz")}, u.shard, u.created, u.converted
+    FROM {_unnest(8 + 2 * _N, _COUNTS)}
+    ORDER BY u.tenant_id
+    ON CONFLICT (tenant_id, month, shard) DO UPDATE
+    SET created = c.created + excluded.created, converted = c.converted + excluded.converted
 )
 INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at)
 SELECT h.*, $1 FROM unnest(${2 + 2 * _N}::text[], ${3 + 2 * _N}::text[], ${4 + 2 * _N}::text[],
@@ -83,15 +100,38 @@ GET_LEAD = f"{_SELECT} WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
 LOCK_LEAD = f"{GET_LEAD} FOR UPDATE"
 
 # A manual change of one lead (PATCH). $3: a stage the lead moved to; it becomes the furthest
-# reached if it ranks higher in the tenant's pipeline than the furthest so far.
+# reached if it ranks higher in the tenant's pipeline than the furthest so far. $4: the lead now
+# converts for the first time, so it is counted (in shard 0 of its tenant's month).
 UPDATE_LEAD = (
-    "UPDATE leads SET updated_at = $2, furthest_stage = CASE"
+    "WITH changed AS (UPDATE leads SET updated_at = $2, furthest_stage = CASE"
     " WHEN coalesce(array_position(t.stages, $3::text), 0)"
     " > coalesce(array_position(t.stages, leads.furthest_stage), 0)"
-    " THEN $3 ELSE leads.furthest_stage END, "
-    + ", ".join(f"{col} = ${i}" for i, col in enumerate(WRITABLE, start=4))
+    " THEN $3 ELSE leads.furthest_stage END,"
+    " converted_at = CASE WHEN $4::bool THEN $2 ELSE leads.converted_at END, "
+    + ", ".join(f"{col} = ${i}" for i, col in enumerate(STORED, start=5))
     + " FROM tenants t WHERE leads.id = $1 AND t.id = leads.tenant_id"
+    " RETURNING leads.tenant_id)"
+    " INSERT INTO tenant_monthly_counts AS c (tenant_id, month, shard, converted)"
+    f" SELECT tenant_id, {MONTH_OF.format('$2::timestamptz')}, 0, 1 FROM changed WHERE $4"
+    " ON CONFLICT (tenant_id, month, shard) DO UPDATE SET converted = c.converted + 1"
 )
+
+# The month's counter of each quota-bound tenant with new leads in the batch, locked until the
+# batch commits, with what the tenant created this month so far. The row is upserted, so it is
+# locked in its latest committed version even if another batch created it meanwhile: two batches
+# at the quota's edge see each other's creations, and the quota holds exactly.
+LOCK_QUOTA = f"""
+WITH locked AS (
+    INSERT INTO tenant_monthly_counts AS c (tenant_id, month, shard)
+    SELECT t, {MONTH_OF.format("$2::timestamptz")}, 0 FROM unnest($1::text[]) AS t ORDER BY t
+    ON CONFLICT (tenant_id, month, shard) DO UPDATE SET created = c.created
+    RETURNING c.tenant_id, c.month, c.created
+)
+SELECT l.tenant_id, l.created + coalesce((
+    SELECT sum(o.created) FROM tenant_monthly_counts o
+    WHERE o.tenant_id = l.tenant_id AND o.month = l.month AND o.shard <> 0), 0)::bigint AS created
+FROM locked l
+"""
 
 INSERT_STAGE_CHANGE = """
 INSERT INTO stage_history (tenant_id, lead_id, from_stage, to_stage, forced, api_key_id, at)
@@ -146,15 +186,17 @@ WHERE tenant_id = $1 AND deleted_at IS NULL
   AND ($9::text[] IS NULL OR NOT EXISTS (
         SELECT 1 FROM unnest($9::text[], $10::text[]) AS c (k, v)
         WHERE leads.custom_data ->> c.k IS DISTINCT FROM c.v))
+  AND ($11::text[] IS NULL OR score_tier = ANY ($11))
+  AND ($12::int IS NULL OR score >= $12)
 """
 
 COUNT_LEADS = f"SELECT count(*) FROM leads {_FILTERS}"
 
-# Newest first; the keyset ($11, $12) is the last row of the previous page.
+# Newest first; the keyset ($13, $14) is the last row of the previous page.
 LIST_LEADS = f"""{_SELECT} {_FILTERS}
-  AND ($11::timestamptz IS NULL OR (created_at, id) < ($11, $12::text))
+  AND ($13::timestamptz IS NULL OR (created_at, id) < ($13, $14::text))
 ORDER BY created_at DESC, id DESC
-LIMIT $13 OFFSET $14"""
+LIMIT $15 OFFSET $16"""
 
 # One pass over the matching leads for every stage's count (the dashboard's board columns).
 COUNT_LEADS_BY_STAGE = f"SELECT stage, count(*) AS leads FROM leads {_FILTERS} GROUP BY stage"

@@ -8,17 +8,19 @@ events go to the caller, which writes the whole batch's outbox at once.
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from gateway.constants import COUNTER_SHARDS
 from gateway.db import Conn, conflict_of
 from gateway.errors import NotFound
 from gateway.events import Tx
 from gateway.leads import sql
 from gateway.leads.ingest import (
-    WRITABLE,
+    STORED,
     LeadDict,
     Plan,
     Postback,
@@ -28,6 +30,7 @@ from gateway.leads.ingest import (
     lead_json,
     plan,
 )
+from gateway.scoring.rules import RuleSet, apply_score
 
 
 async def apply_postbacks(conn: Conn, postbacks: list[Postback], now: datetime) -> Plan:
@@ -42,8 +45,18 @@ async def apply_postbacks(conn: Conn, postbacks: list[Postback], now: datetime) 
         [p.phone for p in postbacks],
     )
     result = plan(candidates, postbacks, now)
+    quotas = {p.tenant_id: p.quota for p in postbacks if p.quota is not None}
+    creating = sorted(t for t in quotas if result.created.get(t))
+    if creating:
+        # Only now, and only for tenants that create: the lock is held until the commit.
+        used = {
+            r["tenant_id"]: r["created"] for r in await conn.fetch(sql.LOCK_QUOTA, creating, now)
+        }
+        remaining = {t: max(quotas[t] - used.get(t, 0), 0) for t in creating}
+        if any(result.created[t] > remaining[t] for t in creating):
+            result = plan(candidates, postbacks, now, remaining)
     if result.inserts or result.updates:
-        await write_plan(conn, result, now)
+        await write_plan(conn, result, now, shard_zero=set(creating))
     return result
 
 
@@ -51,7 +64,22 @@ def _columns(rows: list[LeadDict]) -> list[list[Any]]:
     return [[row[c] for row in rows] for c in sql.LEAD_ROW]
 
 
-async def write_plan(conn: Conn, result: Plan, now: datetime) -> None:
+def _counts(result: Plan, shard_zero: set[str]) -> list[list[Any]]:
+    """The counters' rows: one per tenant, in tenant order. A quota-bound tenant counts in the
+    shard its quota check locked; others in one of a few, so batches rarely share a row."""
+    tenants = sorted(set(result.created) | set(result.converted))
+    shards = [0 if t in shard_zero else random.randrange(COUNTER_SHARDS) for t in tenants]
+    return [
+        tenants,
+        shards,
+        [result.created.get(t, 0) for t in tenants],
+        [result.converted.get(t, 0) for t in tenants],
+    ]
+
+
+async def write_plan(
+    conn: Conn, result: Plan, now: datetime, shard_zero: set[str] | None = None
+) -> None:
     history = result.history
     await conn.execute(
         sql.WRITE_LEADS,
@@ -64,6 +92,7 @@ async def write_plan(conn: Conn, result: Plan, now: datetime) -> None:
         [h.move.to_stage for h in history],
         [h.move.forced for h in history],
         [h.key_id for h in history],
+        *_counts(result, shard_zero or set()),
     )
 
 
@@ -77,17 +106,27 @@ def patch_lock_ids(tenant_id: str, values: dict[str, Any]) -> list[int]:
 
 
 async def save_change(
-    tx: Tx, current: LeadDict, merged: LeadDict, move: StageMove | None, now: datetime
+    tx: Tx,
+    current: LeadDict,
+    merged: LeadDict,
+    move: StageMove | None,
+    now: datetime,
+    *,
+    scoring: RuleSet | None = None,
+    converts: bool = False,
 ) -> LeadDict:
-    """Write one changed lead, its stage move and its events; a change of nothing writes nothing."""
-    changed = {col for col in WRITABLE if merged[col] != current[col]}
+    """Write one changed lead (scored again under `scoring`), its stage move and its events; a
+    change of nothing writes nothing. `converts`: the lead reaches a converted stage for the
+    first time, so it is counted."""
+    apply_score(scoring, merged)
+    changed = {col for col in STORED if merged[col] != current[col]}
     if not changed:
         return current
     merged["updated_at"] = now
     reached = move.to_stage if move is not None else None
     try:
         await tx.conn.execute(
-            sql.UPDATE_LEAD, merged["id"], now, reached, *(merged[c] for c in WRITABLE)
+            sql.UPDATE_LEAD, merged["id"], now, reached, converts, *(merged[c] for c in STORED)
         )
     except asyncpg.UniqueViolationError as e:
         raise conflict_of(e) from e

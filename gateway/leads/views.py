@@ -137,8 +137,8 @@ def _list_query(request: web.Request, model: type[Filters]) -> tuple[Filters, di
     for name, value in request.query.items():
         if name.startswith(CUSTOM_FILTER_PREFIX) and len(name) > len(CUSTOM_FILTER_PREFIX):
             custom[name[len(CUSTOM_FILTER_PREFIX) :]] = value
-        elif name == "stage":
-            plain.setdefault("stage", []).append(value)
+        elif name in ("stage", "score_tier"):
+            plain.setdefault(name, []).append(value)
         else:
             plain[name] = value
     return validate(model, plain), custom
@@ -152,7 +152,7 @@ def _like(term: str) -> str:
 def _filters(
     who: Principal, query: LeadFilters, custom: dict[str, str], stages: list[str] | None
 ) -> tuple[Any, ...]:
-    """The `$1`…`$10` of the leads filters (`sql._FILTERS`), in order."""
+    """The `$1`…`$12` of the leads filters (`sql._FILTERS`), in order."""
     return (
         who.tenant_id,
         stages,
@@ -164,7 +164,24 @@ def _filters(
         query.updated_since,
         list(custom) or None,
         list(custom.values()) or None,
+        _score_tiers(who, query.score_tier),
+        query.min_score,
     )
+
+
+def _score_tiers(who: Principal, tiers: list[str] | None) -> list[str] | None:
+    """`?score_tier=` as given; 400 naming the tenant's tiers for one it does not have."""
+    if not tiers:
+        return None
+    known = who.scoring.tier_names if who.scoring is not None else ()
+    unknown = [t for t in tiers if t not in known]
+    if unknown:
+        allowed = ", ".join(known) or "(none: this account has no scoring tiers)"
+        raise InvalidRequest(
+            f"unknown score tier {unknown[0]!r}; allowed: {allowed}",
+            fields={"score_tier": f"must be one of: {allowed}"},
+        )
+    return tiers
 
 
 @requires("read")
@@ -254,7 +271,9 @@ async def patch_lead(request: web.Request) -> web.Response:
             merged["stage"] = target
             forced = not who.pipeline.is_forward(current["stage"], target)
             move = StageMove(current["stage"], target, forced)
-        await save_change(tx, current, merged, move, datetime.now(UTC))
+        converts = move is not None and row["converted_at"] is None and target in who.conversions
+        await save_change(tx, current, merged, move, datetime.now(UTC), scoring=who.scoring,
+                          converts=converts)  # fmt: skip
         return json_response(await _detail(tx.conn, who, lead_id))
 
     # The keys it gives the lead are locked as a postback's are, so the two serialise.
