@@ -42,9 +42,11 @@ async def test_scoring_set_saves_the_leaditio_rules_and_a_gateway_rescores(
     assert saved["version"] == 1
     assert [t["name"] for t in saved["tiers"]] == ["hot", "warm", "qualified"]
     assert len(saved["rules"]) == 10
+    # Polled through the API: the CLI's output is captured from this process's stdout, where
+    # the in-process gateway's rescore logs its lines too.
     shown: dict[str, Any] = {}
     for _ in range(100):
-        shown = json_of(await leadgate(servers, "scoring", "show", "--tenant", tenant_id, "--json"))
+        shown = (await (await client.get("/v1/scoring", headers=bearer(key))).json())["data"]
         if shown["rescore"]["state"] == "done":
             break
         await asyncio.sleep(0.2)
