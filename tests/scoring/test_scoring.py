@@ -226,3 +226,20 @@ async def test_an_inbound_opt_out_rescores_the_lead(
     assert (await shown.json())["data"]["score"] == 0
     updated = [e for e in await events_of(conn, tenant.id) if e["type"] == "lead.updated"]
     assert [e["body"]["data"]["score"] for e in updated] == [0]
+
+
+async def test_a_newer_change_of_rules_replaces_the_rescore_of_the_one_before(
+    client: Client, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    await post(client, tenant, email="r@example.com", phone="+14155550104")
+    await put_rules(client, tenant)
+    newer = {"rules": [{"name": "phone_valid", "points": 1, "when": "$exists(phone)"}],
+             "tiers": [{"name": "any", "min": 1}]}  # fmt: skip
+    await put_rules(client, tenant, newer)
+    data = await rescored(client, tenant)
+    assert data["version"] == 2
+    assert data["rescore"]["done"] == 1
+    row = await conn.fetchrow("SELECT score, score_tier, score_breakdown FROM leads")
+    assert tuple(row) == (1, "any", {"phone_valid": 1})
+    updated = [e for e in await events_of(conn, tenant.id) if e["type"] == "lead.updated"]
+    assert [e["body"]["data"]["score"] for e in updated] == [1]

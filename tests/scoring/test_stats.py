@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from gateway import migrations
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.tenants import update_tenant
@@ -128,3 +129,33 @@ async def test_quota_is_exact_under_concurrent_postbacks_from_two_gateways(
     assert statuses.count(200) == 6
     assert await conn.fetchval("SELECT count(*) FROM leads WHERE tenant_id = $1", tenant.id) == 8
     assert (await stats(gateways[0], tenant))["leads_this_month"] == 7
+
+
+async def test_the_migration_that_adds_the_counters_counts_the_leads_already_there(
+    fresh_database: str,
+) -> None:
+    """An install from before the counters: its leads are counted once, when the table is made."""
+    await migrations.migrate(fresh_database)
+    db = await asyncpg.connect(fresh_database)
+    try:
+        await db.execute("DROP TABLE tenant_monthly_counts")  # as before schema version 3
+        await db.execute("""
+            INSERT INTO tenants (id, name) VALUES ('ten_old', 'old');
+            INSERT INTO leads (id, tenant_id, stage, furthest_stage, created_at, updated_at)
+            VALUES ('lead_a', 'ten_old', 'new', 'new', '2026-01-15Z', '2026-01-15Z'),
+                   ('lead_b', 'ten_old', 'lost', 'won', '2026-01-20Z', '2026-02-03Z'),
+                   ('lead_c', 'ten_old', 'won', 'won', '2026-02-01Z', '2026-02-01Z');
+            UPDATE schema_version SET version = version - 1;
+        """)  # fmt: skip
+        await migrations.migrate(fresh_database)
+        rows = await db.fetch(
+            "SELECT month, created, converted FROM tenant_monthly_counts ORDER BY month"
+        )
+        assert [tuple(r) for r in rows] == [
+            (date(2026, 1, 1), 2, 0), (date(2026, 2, 1), 1, 2),
+        ]  # fmt: skip
+        await db.execute("UPDATE schema_version SET version = version - 1")
+        await migrations.migrate(fresh_database)  # schema.sql applied again: counted once
+        assert await db.fetchval("SELECT sum(created) FROM tenant_monthly_counts") == 3
+    finally:
+        await db.close()
