@@ -17,6 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.appkeys import POOL, PRINCIPAL
+from gateway.deals.models import CurrencyPipeline
+from gateway.deals.store import pipeline
 from gateway.errors import InvalidRequest
 from gateway.http import json_response, validate
 from gateway.middleware import requires
@@ -97,6 +99,9 @@ class Analytics(BaseModel):
     top_campaigns: list[Named]
     new_leads_per_day: list[Day]
     deliveries: DeliveryFigures
+    pipeline: list[CurrencyPipeline] = Field(
+        description="Every deal the tenant has now, whatever the range: per currency, by stage."
+    )
 
 
 class AnalyticsResponse(BaseModel):
@@ -157,9 +162,10 @@ async def analytics(request: web.Request) -> web.Response:
     start, end = _window(query)
     who = request[PRINCIPAL]
     pool = request.app[POOL]
-    lead_rows, delivery = await asyncio.gather(
+    lead_rows, delivery, deals = await asyncio.gather(
         pool.fetch(LEAD_FIGURES, who.tenant_id, start, end),
         pool.fetchrow(DELIVERY_FIGURES, who.tenant_id, start, end),
+        pipeline(pool, who.tenant_id),
     )
     total = 0
     furthest: dict[str | None, int] = {}
@@ -200,6 +206,7 @@ async def analytics(request: web.Request) -> web.Response:
             "success_rate": round(succeeded / attempts, 4) if attempts else None,
             "latency_ms": dict(zip(("p50", "p95", "p99"), latency, strict=True)),
         },
+        "pipeline": deals,
     }
     return json_response({"data": data})
 

@@ -27,6 +27,7 @@ from gateway.appkeys import (
 )  # fmt: skip
 from gateway.batcher import Batcher
 from gateway.crypto import Cipher
+from gateway.deals.views import OPERATIONS as DEAL_OPERATIONS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.dialects.mappings import MappingCache
 from gateway.dialects.views import OPERATIONS as DIALECT_OPERATIONS
@@ -42,6 +43,7 @@ from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.timeline.views import OPERATIONS as TIMELINE_OPERATIONS
 from gateway.wake import Waker, arq_pool
 
 log = structlog.get_logger("leadgate")
@@ -53,6 +55,8 @@ OPERATIONS: list[Operation] = [
     *INBOUND_OPERATIONS,
     *ANALYTICS_OPERATIONS,
     *DIALECT_OPERATIONS,
+    *TIMELINE_OPERATIONS,
+    *DEAL_OPERATIONS,
 ]
 
 

@@ -24,12 +24,15 @@ from gateway import db
 from gateway.cli_secrets import secrets_group
 from gateway.constants import SCOPES
 from gateway.crypto import Cipher, SecretKeysMissing
+from gateway.deals.currencies import currency_code
 from gateway.keys import LIST_KEYS, REVOKE_KEY, create_key
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.tenants import (
+    GET_DEFAULT_CURRENCY,
     LIST_TENANTS,
     create_tenant,
     parse_stage_list,
+    set_default_currency,
     tenant_json,
     update_tenant,
 )
@@ -327,6 +330,7 @@ def _stage_option(value: str | None, name: str) -> tuple[str, ...] | None:
     type=click.Choice(SCOPES),
     help="Apply --rate-limit to this scope only (0 removes the scope's own limit).",
 )
+@click.option("--currency", help="ISO 4217 code deals take when they name none (default USD).")
 @click.option("--json", "as_json", is_flag=True)
 @with_connection
 async def tenants_update(
@@ -338,8 +342,10 @@ async def tenants_update(
     match_phone: bool | None,
     rate_limit: int | None,
     scope: str | None,
+    currency: str | None,
     as_json: bool,
 ) -> None:
+    code = _currency_option(currency)
     if scope is not None and rate_limit is None:
         raise click.BadParameter("--scope goes with --rate-limit", param_hint="--scope")
     per_scope = (scope, rate_limit) if scope is not None and rate_limit is not None else None
@@ -358,10 +364,22 @@ async def tenants_update(
         raise click.BadParameter(str(e), param_hint="--stages/--exit-stages") from e
     if row is None:
         raise click.ClickException(f"no tenant {tenant_id}")
+    if code is not None:
+        await set_default_currency(conn, tenant_id, code)
     if as_json:
-        emit_json(tenant_json(row))
+        currency_now = await conn.fetchval(GET_DEFAULT_CURRENCY, tenant_id)
+        emit_json({**tenant_json(row), "default_currency": currency_now})
     else:
         console.print(f"updated tenant [bold]{row['id']}[/bold]")
+
+
+def _currency_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return currency_code(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--currency") from e
 
 
 def _parse_scopes(value: str) -> list[str]:

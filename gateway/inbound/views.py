@@ -190,7 +190,8 @@ async def receive(request: web.Request) -> web.Response:
             await conn.execute(sql.OPT_OUT, lead_id, who.tenant_id, now)
             await conn.execute(STOP_LEAD, lead_id, who.tenant_id)
         payload = {"source": name, "id": external_id, "lead_id": lead_id, "payload": raw}
-        await tx.emit(Event(kind, payload, now, lead_id))
+        (event_id,) = await tx.emit(Event(kind, payload, now, lead_id))
+        await conn.execute(sql.LINK_EVENT, stored_id, event_id)
         data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}
         return json_response({"data": data}, status=201)
 
