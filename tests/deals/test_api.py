@@ -384,8 +384,8 @@ async def test_analytics_pipeline_by_currency_and_stage(
     body = await response.json()
     assert response.status == 200, body
     eur, usd = body["data"]["pipeline"]
-    assert eur == {"currency": "EUR", "deals": 1, "value": 7, "weighted_value": 7,
-                   "stages": [{"stage": "won", "deals": 1, "value": 7, "weighted_value": 7}]}  # fmt: skip
+    won = {"stage": "won", "deals": 1, "value": 7, "weighted_value": 7}
+    assert eur == {"currency": "EUR", "deals": 1, "value": 7, "weighted_value": 7, "stages": [won]}
     assert (usd["currency"], usd["deals"], usd["value"], usd["weighted_value"]) == (
         "USD", 4, 2000.5, 750.05,
     )  # fmt: skip
