@@ -67,8 +67,10 @@ SELECT (SELECT count(*) FROM inbound_events i WHERE i.lead_id = $1 AND i.tenant_
      + (SELECT count(*) FROM stage_history h WHERE h.lead_id = $1 AND h.tenant_id = $2)
 """
 
+# The page's events' deliveries, by event: the events are the tenant's (read by its lead), and
+# naming only the event keeps every plan on the (event_id, endpoint_id) key.
 DELIVERIES = """
 SELECT event_id, id, endpoint_id, state, attempt_count, last_status, next_attempt_at
-FROM deliveries WHERE event_id = ANY ($1::text[]) AND tenant_id = $2
+FROM deliveries WHERE event_id = ANY ($1::text[])
 ORDER BY event_id, endpoint_id
 """

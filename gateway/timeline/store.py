@@ -96,7 +96,7 @@ async def page(
     event_ids = [i["event_id"] for i in items if i["event_id"]]
     deliveries: dict[str, list[dict[str, Any]]] = {}
     if event_ids:
-        for d in await conn.fetch(sql.DELIVERIES, event_ids, tenant_id):
+        for d in await conn.fetch(sql.DELIVERIES, event_ids):
             delivery = dict(d)
             deliveries.setdefault(delivery.pop("event_id"), []).append(delivery)
     for item in items:
