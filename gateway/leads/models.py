@@ -205,6 +205,10 @@ class LeadDetail(Lead):
     deals: list[Deal] = Field(description="The lead's 20 newest deals.")
 
 
+# What only a lead's detail carries, beside the lead as its events show it.
+DETAIL_ONLY = frozenset(LeadDetail.model_fields) - frozenset(Lead.model_fields)
+
+
 class IngestResponse(BaseModel):
     data: Lead
     created: bool
