@@ -393,3 +393,27 @@ async def test_analytics_pipeline_by_currency_and_stage(
         {"stage": "negotiation", "deals": 2, "value": 1500.5, "weighted_value": 550.05},
         {"stage": "won", "deals": 2, "value": 500, "weighted_value": 200},
     ]
+
+
+async def test_patch_with_an_idempotency_key_changes_once_and_replays(
+    client: Client, tenant: Tenant, conn: asyncpg.Connection
+) -> None:
+    deal = await create(client, tenant, stage="open")
+    headers = {**tenant.headers, "Idempotency-Key": "move-1"}
+    path = f"/v1/deals/{deal['id']}"
+    first = await client.patch(path, json={"stage": "won"}, headers=headers)
+    second = await client.patch(path, json={"stage": "won"}, headers=headers)
+    assert await second.read() == await first.read()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    types = [e["type"] for e in await events_of(conn, tenant.id)]
+    assert types == ["deal.created", "deal.stage_changed"]
+
+
+async def test_list_by_another_tenants_lead_finds_nothing(
+    client: Client, tenant: Tenant, make_tenant: TenantFactory
+) -> None:
+    other = await make_tenant("other")
+    their_lead = await new_lead(client, other)
+    await create(client, other, lead_id=their_lead)
+    page = await listed(client, tenant, [("lead_id", their_lead)])
+    assert (page["data"], page["total"]) == ([], 0)
