@@ -1,7 +1,7 @@
 -- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
 -- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
 --
--- schema-version: 3
+-- schema-version: 4
 -- Raise the version with every change to this file. Changes are expand/contract
 -- (docs/MIGRATIONS.md): a release adds what it needs, and drops only what the release before it
 -- had already stopped using.
@@ -373,3 +373,45 @@ BEGIN
     END IF;
 END
 $$;
+-- The lead timeline and deals (docs/DOMAIN.md).
+-- A lead's timeline reads each of its three sources newest first, a page at a time: these
+-- indexes lead with the lead and order by time, so a page costs its own rows, however long the
+-- lead's history. They replace the lead-only ones, which every lookup by lead also finds here.
+CREATE INDEX IF NOT EXISTS events_lead_created
+    ON events (lead_id, created_at, id) WHERE lead_id IS NOT NULL;
+DROP INDEX IF EXISTS events_lead;
+CREATE INDEX IF NOT EXISTS inbound_events_lead_received
+    ON inbound_events (lead_id, received_at, id) WHERE lead_id IS NOT NULL;
+DROP INDEX IF EXISTS inbound_events_lead;
+CREATE INDEX IF NOT EXISTS stage_history_lead_at ON stage_history (lead_id, at, id);
+-- The outbox event an inbound event was fanned out as: the timeline shows the message once,
+-- with that event's deliveries.
+ALTER TABLE inbound_events ADD COLUMN IF NOT EXISTS event_id text;
+CREATE INDEX IF NOT EXISTS inbound_events_event ON inbound_events (event_id)
+    WHERE event_id IS NOT NULL;
+
+-- The currency a deal takes when it names none (ISO 4217).
+ALTER TABLE tenants ADD COLUMN IF NOT EXISTS default_currency text NOT NULL DEFAULT 'USD';
+
+-- Deals: an amount of money at a stage, with a probability, optionally a lead's. The value is
+-- exact (numeric: 11 digits before the point, 4 after, 15 in all, so JSON carries it exactly
+-- as a JavaScript number). Erasing a lead unlinks its deals (lead_id NULL); a lead row is
+-- never deleted, the foreign key only guards against ids that never existed.
+CREATE TABLE IF NOT EXISTS deals (
+    id           text PRIMARY KEY,
+    tenant_id    text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    lead_id      text REFERENCES leads (id) ON DELETE SET NULL,
+    title        text NOT NULL,
+    value        numeric(15, 4) CHECK (value >= 0),
+    currency     text NOT NULL,
+    stage        text,
+    probability  smallint CHECK (probability BETWEEN 0 AND 100),
+    custom_data  jsonb NOT NULL DEFAULT '{}',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+-- Listing order (newest first, then id, for the keyset cursor); analytics' pipeline reads the
+-- tenant's deals from it alone.
+CREATE INDEX IF NOT EXISTS deals_tenant_created_id ON deals (tenant_id, created_at DESC, id DESC)
+    INCLUDE (stage, currency, value, probability);
+CREATE INDEX IF NOT EXISTS deals_lead ON deals (lead_id, created_at, id) WHERE lead_id IS NOT NULL;

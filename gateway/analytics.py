@@ -17,6 +17,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.appkeys import POOL, PRINCIPAL
+from gateway.deals.models import CurrencyPipeline
+from gateway.deals.store import pipeline
 from gateway.errors import InvalidRequest
 from gateway.http import json_response, validate
 from gateway.middleware import requires
@@ -115,6 +117,9 @@ class Analytics(BaseModel):
     new_leads_per_day: list[Day]
     deliveries: DeliveryFigures
     score_tiers: ScoreTierMix
+    pipeline: list[CurrencyPipeline] = Field(
+        description="Every deal the tenant has now, whatever the range: per currency, by stage."
+    )
 
 
 class AnalyticsResponse(BaseModel):
@@ -194,10 +199,11 @@ async def analytics(request: web.Request) -> web.Response:
     start, end = _window(query)
     who = request[PRINCIPAL]
     pool = request.app[POOL]
-    lead_rows, delivery, tier_rows = await asyncio.gather(
+    lead_rows, delivery, tier_rows, deals = await asyncio.gather(
         pool.fetch(LEAD_FIGURES, who.tenant_id, start, end),
         pool.fetchrow(DELIVERY_FIGURES, who.tenant_id, start, end),
         pool.fetch(SCORE_TIERS, who.tenant_id, start, end),
+        pipeline(pool, who.tenant_id),
     )
     total = 0
     furthest: dict[str | None, int] = {}
@@ -239,6 +245,7 @@ async def analytics(request: web.Request) -> web.Response:
             "latency_ms": dict(zip(("p50", "p95", "p99"), latency, strict=True)),
         },
         "score_tiers": tier_mix(who.scoring.tier_names if who.scoring else (), tier_rows),
+        "pipeline": deals,
     }
     return json_response({"data": data})
 

@@ -30,6 +30,7 @@ from gateway.appkeys import (
 )  # fmt: skip
 from gateway.batcher import Batcher
 from gateway.crypto import Cipher
+from gateway.deals.views import OPERATIONS as DEAL_OPERATIONS
 from gateway.deliveries.views import OPERATIONS as DELIVERY_OPERATIONS
 from gateway.dialects.mappings import MappingCache
 from gateway.dialects.views import OPERATIONS as DIALECT_OPERATIONS
@@ -48,6 +49,7 @@ from gateway.scoring.rescore import Rescorer
 from gateway.scoring.views import OPERATIONS as SCORING_OPERATIONS
 from gateway.settings import Settings
 from gateway.stats import OPERATIONS as STATS_OPERATIONS
+from gateway.timeline.views import OPERATIONS as TIMELINE_OPERATIONS
 from gateway.wake import Waker, arq_pool
 
 log = structlog.get_logger("leadgate")
@@ -61,6 +63,8 @@ OPERATIONS: list[Operation] = [
     *DIALECT_OPERATIONS,
     *SCORING_OPERATIONS,
     *STATS_OPERATIONS,
+    *TIMELINE_OPERATIONS,
+    *DEAL_OPERATIONS,
 ]
 
 

@@ -24,12 +24,15 @@ from gateway import db
 from gateway.cli_secrets import secrets_group
 from gateway.constants import SCOPES
 from gateway.crypto import Cipher, SecretKeysMissing
+from gateway.deals.currencies import currency_code
 from gateway.keys import LIST_KEYS, REVOKE_KEY, create_key
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.tenants import (
+    GET_DEFAULT_CURRENCY,
     LIST_TENANTS,
     create_tenant,
     parse_stage_list,
+    set_default_currency,
     tenant_json,
     update_tenant,
 )
@@ -336,6 +339,7 @@ def _stage_option(value: str | None, name: str) -> tuple[str, ...] | None:
     type=click.IntRange(min=0),
     help="New leads a month (UTC) before postbacks that create get 429; 0 removes the quota.",
 )
+@click.option("--currency", help="ISO 4217 code deals take when they name none (default USD).")
 @click.option("--json", "as_json", is_flag=True)
 @with_connection
 async def tenants_update(
@@ -349,8 +353,10 @@ async def tenants_update(
     scope: str | None,
     converted_stages: str | None,
     monthly_quota: int | None,
+    currency: str | None,
     as_json: bool,
 ) -> None:
+    code = _currency_option(currency)
     if scope is not None and rate_limit is None:
         raise click.BadParameter("--scope goes with --rate-limit", param_hint="--scope")
     per_scope = (scope, rate_limit) if scope is not None and rate_limit is not None else None
@@ -374,10 +380,22 @@ async def tenants_update(
         raise click.BadParameter(str(e), param_hint=hint) from e
     if row is None:
         raise click.ClickException(f"no tenant {tenant_id}")
+    if code is not None:
+        await set_default_currency(conn, tenant_id, code)
     if as_json:
-        emit_json(tenant_json(row))
+        currency_now = await conn.fetchval(GET_DEFAULT_CURRENCY, tenant_id)
+        emit_json({**tenant_json(row), "default_currency": currency_now})
     else:
         console.print(f"updated tenant [bold]{row['id']}[/bold]")
+
+
+def _currency_option(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return currency_code(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--currency") from e
 
 
 def _parse_scopes(value: str) -> list[str]:

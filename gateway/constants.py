@@ -32,6 +32,7 @@ MAX_REQUEST_ID = 200
 
 ENDPOINT_PREFIX = "ep"
 INBOUND_PREFIX = "inb"
+DEAL_PREFIX = "deal"
 
 # arq queue and job names shared by the gateway (which wakes) and the worker (which is woken).
 # A queue of Leadgate's own, so an arq worker of another app on the same Redis never takes them.

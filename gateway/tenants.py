@@ -175,3 +175,18 @@ def _canonical_stages(pipeline: Pipeline, names: tuple[str, ...]) -> tuple[str, 
             raise ValueError(f"{name!r} is not a stage; stages: {', '.join(pipeline.all)}")
         found.append(stage)
     return tuple(found)
+
+
+SET_DEFAULT_CURRENCY = """
+UPDATE tenants SET default_currency = $2 WHERE id = $1 RETURNING default_currency
+"""
+
+GET_DEFAULT_CURRENCY = "SELECT default_currency FROM tenants WHERE id = $1"
+
+
+async def set_default_currency(conn: Conn, tenant_id: str, currency: str) -> str | None:
+    """The currency a tenant's deals take when they name none; None if no such tenant.
+
+    `currency` must be an ISO 4217 code (`gateway.deals.currencies.currency_code`)."""
+    code: str | None = await conn.fetchval(SET_DEFAULT_CURRENCY, tenant_id, currency)
+    return code

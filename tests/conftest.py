@@ -40,7 +40,7 @@ TEST_SECRET_KEYS = generate_key()
 
 TABLES = (
     "delivery_attempts", "deliveries", "endpoints", "idempotency_keys", "events",
-    "stage_history", "leads", "mappings", "api_keys", "tenants", "scoring_rescores",
+    "stage_history", "deals", "leads", "mappings", "api_keys", "tenants", "scoring_rescores",
     "tenant_monthly_counts",
 )  # fmt: skip
 

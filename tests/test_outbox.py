@@ -10,6 +10,7 @@ import orjson
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
+from gateway.leads.models import DETAIL_ONLY
 from tests.conftest import Tenant, events_of
 
 Client = TestClient[Any, Any]
@@ -29,12 +30,12 @@ async def create(client: Client, tenant: Tenant, **fields: Any) -> dict[str, Any
 
 
 async def shown(client: Client, tenant: Tenant, lead_id: str) -> dict[str, Any]:
-    """The lead exactly as `GET /v1/leads/{id}` returns it, without history and deliveries."""
+    """The lead exactly as `GET /v1/leads/{id}` returns it, without what only the detail has
+    (history, deliveries, timeline, deals)."""
     response = await client.get(f"/v1/leads/{lead_id}", headers=tenant.headers)
     assert response.status == 200, await response.text()
     lead: dict[str, Any] = (await response.json())["data"]
-    del lead["stage_history"], lead["deliveries"]
-    return lead
+    return {k: v for k, v in lead.items() if k not in DETAIL_ONLY}
 
 
 async def new_events(conn: asyncpg.Connection, tenant: Tenant, before: list[Event]) -> list[Event]:

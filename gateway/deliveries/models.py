@@ -104,7 +104,7 @@ class PublishEvent(BaseModel):
 
     type: Annotated[
         str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$", max_length=100)
-    ] = Field(description="Dotted, lowercase; `lead.` and `endpoint.` are Leadgate's own.")
+    ] = Field(description="Dotted, lowercase; `lead.`, `deal.` and `endpoint.` are Leadgate's own.")
     lead_id: Id | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     deliver_at: ZonedMoment | None = None
@@ -113,8 +113,8 @@ class PublishEvent(BaseModel):
     @field_validator("type")
     @classmethod
     def _not_ours(cls, value: str) -> str:
-        if value.split(".")[0] in ("lead", "endpoint"):
-            raise ValueError("lead.* and endpoint.* events are Leadgate's own")
+        if value.split(".")[0] in ("lead", "deal", "endpoint"):
+            raise ValueError("lead.*, deal.* and endpoint.* events are Leadgate's own")
         return value
 
     @field_validator("delay")

@@ -42,6 +42,9 @@ ORDER BY (id = $2) IS TRUE DESC, (email = $3) IS TRUE DESC, created_at
 LIMIT 1
 """
 
+# The outbox event the inbound event was fanned out as (the timeline shows the two as one).
+LINK_EVENT = "UPDATE inbound_events SET event_id = $2 WHERE id = $1"
+
 OPT_OUT = """
 UPDATE leads SET opted_out_at = coalesce(opted_out_at, $3), updated_at = $3
 WHERE id = $1 AND tenant_id = $2

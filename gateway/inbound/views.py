@@ -193,7 +193,8 @@ async def receive(request: web.Request) -> web.Response:
             if who.scoring is not None:  # rules may look at opted_out_at
                 await rescore_lead(tx, lead_id, who.scoring, now)
         payload = {"source": name, "id": external_id, "lead_id": lead_id, "payload": raw}
-        await tx.emit(Event(kind, payload, now, lead_id))
+        (event_id,) = await tx.emit(Event(kind, payload, now, lead_id))
+        await conn.execute(sql.LINK_EVENT, stored_id, event_id)
         data = {"id": stored_id, "type": kind, "lead_id": lead_id, "duplicate": False}
         return json_response({"data": data}, status=201)
 

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from gateway.constants import MAX_TEXT_FIELD, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX
+from gateway.deals.models import Deal
 from gateway.deliveries.models import Delivery
+from gateway.timeline.models import TimelineItem
 from gateway.types import Moment
 
 # Counts are stored as Postgres integers.
@@ -115,6 +117,12 @@ class LeadPatch(LeadFields):
                                          "custom_data": {"budget": "50k"}}]},
     )  # fmt: skip
 
+    opted_out: bool | None = Field(
+        None,
+        description="true: the lead opted out, as an inbound opt-out marks it (its pending "
+        "deliveries are cancelled); false: it opted in again.",
+    )
+
 
 class LeadFilters(BaseModel):
     """Which leads: `custom.<key>=<value>` also filters custom_data."""
@@ -202,6 +210,15 @@ class Lead(BaseModel):
 class LeadDetail(Lead):
     stage_history: list[StageChange]
     deliveries: list[Delivery] = Field(description="The lead's most recent webhook deliveries.")
+    timeline: list[TimelineItem] = Field(description="The lead's 20 most recent items.")
+    timeline_next_cursor: str | None = Field(
+        description="For GET /v1/leads/{id}/events?cursor=…: the items before these."
+    )
+    deals: list[Deal] = Field(description="The lead's 20 newest deals.")
+
+
+# What only a lead's detail carries, beside the lead as its events show it.
+DETAIL_ONLY = frozenset(LeadDetail.model_fields) - frozenset(Lead.model_fields)
 
 
 class IngestResponse(BaseModel):

@@ -155,7 +155,8 @@ RETURNING id, {_COLS}, opted_out_at, created_at, updated_at
 
 # Erasure reaches what the lead's earlier changes left behind: their undelivered webhooks are
 # cancelled, their event bodies keep only the lead's id, and stored idempotent responses that
-# carried the lead are dropped. Only `lead.deleted`, written next, goes out afterwards.
+# carried the lead are dropped. Only `lead.deleted`, written next, goes out afterwards (and the
+# `deal.updated` of each deal it unlinks). Deal events keep their bodies: they carry the deal.
 ERASE_FROM_OUTBOX = """
 WITH cancelled AS (
     UPDATE deliveries SET state = 'cancelled', leased_until = NULL, body = NULL, updated_at = now()
@@ -167,7 +168,7 @@ WITH cancelled AS (
     UPDATE events SET body = jsonb_build_object(
         'id', id, 'type', type, 'timestamp', body::jsonb -> 'timestamp',
         'data', jsonb_build_object('id', lead_id, 'erased', true))::text
-    WHERE lead_id = $1 AND tenant_id = $2
+    WHERE lead_id = $1 AND tenant_id = $2 AND NOT starts_with(type, 'deal.')
 )
 DELETE FROM idempotency_keys
 WHERE tenant_id = $2 AND position(convert_to($1, 'UTF8') IN body) > 0

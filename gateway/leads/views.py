@@ -17,6 +17,7 @@ from gateway.appkeys import POOL, PRINCIPAL, SETTINGS
 from gateway.batcher import Outcome
 from gateway.changes import run_batched, run_change
 from gateway.db import Conn
+from gateway.deals.store import deals_of_lead, unlink_lead
 from gateway.deliveries.views import recent_deliveries
 from gateway.dialects.views import mapped_fields
 from gateway.errors import ApiError, InvalidRequest, NotFound
@@ -44,9 +45,12 @@ from gateway.leads.models import (
     PostbackIn,
     StageCounts,
 )
+from gateway.leads.optout import announce, set_opted_out
 from gateway.leads.store import apply_postbacks, get_lead, patch_lock_ids, save_change
 from gateway.middleware import requires
 from gateway.openapi import Operation
+from gateway.timeline import store as timeline
+from gateway.timeline.models import RECENT
 
 CUSTOM_FILTER_PREFIX = "custom."
 
@@ -229,6 +233,10 @@ async def _detail(conn: Conn | asyncpg.Pool, who: Principal, lead_id: str) -> An
     history = await conn.fetch(sql.LIST_STAGE_HISTORY, lead_id)
     lead["stage_history"] = [dict(r) for r in history]
     lead["deliveries"] = await recent_deliveries(conn, who.tenant_id, lead_id)
+    lead["timeline"], lead["timeline_next_cursor"] = await timeline.page(
+        conn, who.tenant_id, lead_id, RECENT, None
+    )
+    lead["deals"] = await deals_of_lead(conn, who.tenant_id, lead_id)
     return {"data": lead}
 
 
@@ -253,6 +261,8 @@ async def patch_lead(request: web.Request) -> web.Response:
     target = resolve_stage(who.pipeline, patch.stage) if patch.stage else None
     if "stage" in sent and patch.stage is None:
         raise InvalidRequest("stage cannot be cleared", fields={"stage": "cannot be null"})
+    if "opted_out" in sent and patch.opted_out is None:
+        raise InvalidRequest("opted_out is true or false", fields={"opted_out": "cannot be null"})
 
     async def change(tx: Tx) -> web.Response:
         row = await tx.conn.fetchrow(sql.LOCK_LEAD, lead_id, who.tenant_id)
@@ -260,7 +270,7 @@ async def patch_lead(request: web.Request) -> web.Response:
             raise NotFound(f"no lead with id {lead_id!r}")
         current = lead_json(row)
         merged = dict(current)
-        for name in sent - {"stage", "custom_data"}:
+        for name in sent - {"stage", "custom_data", "opted_out"}:
             merged[name] = values.get(name)  # null or blank clears a field
         if "custom_data" in sent:
             # Merged key by key; a key set to null goes, and custom_data: null clears them all.
@@ -271,9 +281,14 @@ async def patch_lead(request: web.Request) -> web.Response:
             merged["stage"] = target
             forced = not who.pipeline.is_forward(current["stage"], target)
             move = StageMove(current["stage"], target, forced)
+        now = datetime.now(UTC)
+        opted = patch.opted_out is not None and await set_opted_out(
+            tx, merged, patch.opted_out, now
+        )
         converts = move is not None and row["converted_at"] is None and target in who.conversions
-        await save_change(tx, current, merged, move, datetime.now(UTC), scoring=who.scoring,
-                          converts=converts)  # fmt: skip
+        await save_change(tx, current, merged, move, now, scoring=who.scoring, converts=converts)
+        if opted:
+            await announce(tx, current, merged, now)
         return json_response(await _detail(tx.conn, who, lead_id))
 
     # The keys it gives the lead are locked as a postback's are, so the two serialise.
@@ -293,6 +308,7 @@ async def delete_lead(request: web.Request) -> web.Response:
             raise NotFound(f"no lead with id {lead_id!r}")
         lead = lead_json(row)
         await tx.conn.execute(sql.ERASE_FROM_OUTBOX, lead_id, who.tenant_id)
+        await unlink_lead(tx, lead_id, now)
         await tx.emit(Event("lead.deleted", {**lead, "deleted": True}, now, lead_id))
         return json_response({"id": lead_id, "deleted": True})
 

@@ -296,6 +296,9 @@ async def test_the_live_view_shows_outcomes_as_they_happen(ui: Stack) -> None:
 async def test_the_lead_page_shows_fields_history_timeline_and_deliveries(ui: Stack) -> None:
     lead = await ui.post_lead(email="page@example.com", first_name="Page", vertical="solar")
     await ui.api("PATCH", f"/v1/leads/{lead['id']}", json={"stage": "won"})
+    deal = {"title": "Solar roof", "value": 12000, "currency": "EUR", "stage": "signed",
+            "probability": 90, "lead_id": lead["id"]}  # fmt: skip
+    await ui.api("POST", "/v1/deals", json=deal)
     await ui.visit(f"/dashboard/leads/{lead['id']}")
     await expect(ui.page.get_by_role("heading", level=1)).to_contain_text("Page")
     history = ui.page.get_by_role("table", name="Stage changes, oldest first")
@@ -303,6 +306,12 @@ async def test_the_lead_page_shows_fields_history_timeline_and_deliveries(ui: St
     await expect(ui.page.locator(".facts").nth(1)).to_contain_text("solar")
     timeline = ui.page.get_by_role("table", name="The lead's timeline, newest first")
     await expect(timeline).to_contain_text("new → won")
+    await expect(timeline).to_contain_text("deal.created")
+    await expect(timeline).to_contain_text("Solar roof · signed")
+    deals = ui.page.get_by_role("table", name="The lead's deals, newest first")
+    await expect(deals).to_contain_text("Solar roof")
+    await expect(deals).to_contain_text("EUR")
+    await expect(deals).to_contain_text("90%")
     await expect(
         ui.page.get_by_role("table", name="The lead's most recent deliveries")
     ).to_contain_text("lead.stage_changed")

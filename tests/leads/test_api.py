@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.leads.models import DETAIL_ONLY
 from tests.conftest import Tenant, TenantFactory, add_key, events_of
 
 Client = TestClient[Any, Any]
@@ -62,8 +63,8 @@ async def patch(
 
 
 def without_history(lead: dict[str, Any]) -> dict[str, Any]:
-    """The lead itself, without what GET adds: its stage history and recent deliveries."""
-    return {k: v for k, v in lead.items() if k not in ("stage_history", "deliveries")}
+    """The lead itself, without what GET adds: its stage history, recent deliveries, …"""
+    return {k: v for k, v in lead.items() if k not in DETAIL_ONLY}
 
 
 def shifted(timestamp: str, microseconds: int) -> str:

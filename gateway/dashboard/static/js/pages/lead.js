@@ -1,6 +1,5 @@
-// One lead: its fields and custom data, stage history, timeline and deliveries, from
-// GET /v1/leads/{id}. The timeline shows the lead's events when the API includes them
-// (`events` or `timeline`); otherwise it is drawn from the stage history and deliveries.
+// One lead: its fields and custom data, timeline, deals, stage history and deliveries, from
+// GET /v1/leads/{id}.
 
 import { api } from "../api.js";
 import { badge, facts, field, fmtDate, h, leadName, select, table } from "../dom.js";
@@ -24,23 +23,51 @@ function shown(name, value) {
   return typeof value === "object" ? JSON.stringify(value) : String(value);
 }
 
-/** The lead's timeline: its events when the API gives them, else what the page knows. */
-export function timeline(lead) {
-  const given = lead.events || lead.timeline;
-  if (Array.isArray(given)) {
-    return given.map((e) => ({
-      at: e.at || e.timestamp || e.created_at,
-      what: e.type || e.kind || "event",
-      detail: e.summary || e.description || (e.data && e.data.stage) || e.id || "",
-    }));
+function move(m) {
+  if (!m.from_stage) return `entered at ${m.to_stage}`;
+  return `${m.from_stage} → ${m.to_stage}${m.forced ? " (forced)" : ""}`;
+}
+
+function sent(deliveries) {
+  if (!Array.isArray(deliveries) || !deliveries.length) return "";
+  const states = {};
+  for (const d of deliveries) states[d.state] = (states[d.state] || 0) + 1;
+  return Object.entries(states).map(([state, n]) => `${n} ${state}`).join(", ");
+}
+
+function described(item) {
+  const data = item.data || {};
+  switch (item.kind) {
+    case "stage_change":
+      return { what: "stage", detail: move(item) };
+    case "message":
+      return { what: `${item.type} (${item.channel || item.source})`, detail: item.text || "" };
+    case "deal_change":
+      return { what: item.type, detail: [data.title, data.stage].filter(Boolean).join(" · ") };
+    case "follow_up":
+      return { what: item.type, detail: item.deliver_at ? `due ${fmtDate(item.deliver_at)}` : "" };
+    default:
+      return { what: item.type || item.kind || "event", detail: "" };
   }
-  const moves = lead.stage_history.map((m) => ({
-    at: m.at,
-    what: "stage",
-    detail: m.from_stage ? `${m.from_stage} → ${m.to_stage}${m.forced ? " (forced)" : ""}` : `entered at ${m.to_stage}`,
-  }));
-  const sent = lead.deliveries.map((d) => ({ at: d.created_at, what: d.event_type, detail: `delivery ${d.state}` }));
-  return [...moves, ...sent].sort((a, b) => String(b.at).localeCompare(String(a.at)));
+}
+
+/** The lead's timeline (GET /v1/leads/{id}'s `timeline`), each item with its webhooks' states;
+ * drawn from the stage history and deliveries where the API gives none. */
+export function timeline(lead) {
+  if (Array.isArray(lead.timeline)) {
+    return lead.timeline.map((item) => {
+      const { what, detail } = described(item);
+      return { at: item.at, what, detail, sent: sent(item.deliveries) };
+    });
+  }
+  const moves = lead.stage_history.map((m) => ({ at: m.at, what: "stage", detail: move(m), sent: "" }));
+  const out = lead.deliveries.map((d) => ({ at: d.created_at, what: d.event_type, detail: "", sent: `1 ${d.state}` }));
+  return [...moves, ...out].sort((a, b) => String(b.at).localeCompare(String(a.at)));
+}
+
+function money(deal) {
+  if (deal.value === null || deal.value === undefined) return "—";
+  return `${deal.value.toLocaleString(undefined, { maximumFractionDigits: 4 })} ${deal.currency}`;
 }
 
 function actions(ctx, lead, result, reload) {
@@ -96,7 +123,16 @@ export async function render(ctx) {
           custom.length ? facts(custom.map(([k, v]) => [k, shown(k, v)])) : h("p", { class: "empty" }, "None.")),
       ),
       h("section", { class: "panel", id: "timeline" }, h("h2", {}, "Timeline"),
-        table("The lead's timeline, newest first", [["When", (e) => fmtDate(e.at)], ["What", (e) => e.what], ["Detail", (e) => e.detail]], timeline(lead))),
+        table("The lead's timeline, newest first", [
+          ["When", (e) => fmtDate(e.at)], ["What", (e) => e.what], ["Detail", (e) => e.detail],
+          ["Webhooks", (e) => e.sent || "—"],
+        ], timeline(lead))),
+      h("section", { class: "panel", id: "deals" }, h("h2", {}, "Deals"),
+        table("The lead's deals, newest first", [
+          ["Title", (d) => d.title], ["Value", money], ["Stage", (d) => d.stage || "—"],
+          ["Probability", (d) => (d.probability === null ? "—" : `${d.probability}%`)],
+          ["Created", (d) => fmtDate(d.created_at)],
+        ], lead.deals || [], "No deals.")),
       h("section", { class: "panel" }, h("h2", {}, "Stage history"),
         table("Stage changes, oldest first", [
           ["When", (m) => fmtDate(m.at)], ["From", (m) => m.from_stage || "—"], ["To", (m) => m.to_stage],

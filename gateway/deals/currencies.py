@@ -1,0 +1,30 @@
+"""ISO 4217 currency codes a deal may carry.
+
+The active codes of the standard's list one (currencies, funds and precious metals), without
+XTS (reserved for testing) and XXX (no currency). Kept here rather than taken from a package:
+the list changes a few times a decade, and a deal must not depend on what a locale knows.
+"""
+
+from __future__ import annotations
+
+# As the standard prints them, a few lines rather than 180 quoted ones.
+_TABLE = """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
+    BTN BWP BYN BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP
+    DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR
+    IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD
+    MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB
+    PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD
+    SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS
+    VED VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA YER
+    ZAR ZMW ZWG ZWL
+"""
+CURRENCIES = frozenset(_TABLE.split())
+
+
+def currency_code(value: str) -> str:
+    """`value` as an ISO 4217 code (upper-cased); ValueError if it is none."""
+    code = value.strip().upper()
+    if code not in CURRENCIES:
+        raise ValueError(f"{value!r} is not an ISO 4217 currency code (e.g. USD, EUR)")
+    return code

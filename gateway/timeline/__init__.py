@@ -1,0 +1,1 @@
+"""A lead's timeline: its messages, published events, changes and stage moves, newest first."""
