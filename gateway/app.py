@@ -23,6 +23,7 @@ from gateway.appkeys import (
     POOL,
     REDIS,
     SETTINGS,
+    TRACING,
     WAKER,
 )  # fmt: skip
 from gateway.batcher import Batcher
@@ -42,6 +43,7 @@ from gateway.middleware import authenticate, observe
 from gateway.openapi import Operation, build_document
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 from gateway.wake import Waker, arq_pool
 
 log = structlog.get_logger("leadgate")
@@ -56,13 +58,17 @@ OPERATIONS: list[Operation] = [
 ]
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, tracing: Tracing | None = None) -> web.Application:
+    """The gateway's application; `tracing` (gateway/tracing.py) traces its requests, None
+    (the default) traces nothing at no cost."""
     if not settings.database_url or not settings.redis_url:
         raise ValueError("create_app needs LEADGATE_DATABASE_URL and LEADGATE_REDIS_URL")
+    traced = [] if tracing is None else [tracing.middleware()]
     app = web.Application(
-        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
+        middlewares=[*traced, observe, authenticate], client_max_size=settings.max_body_bytes
     )
     app[SETTINGS] = settings
+    app[TRACING] = tracing
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[KEYS] = KeyCache(settings.auth_cache_seconds)
     app[CIPHER] = Cipher.from_settings(settings)
@@ -124,6 +130,7 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
         max_wait=settings.batch_max_wait,
         concurrency=settings.batch_concurrency,
         idempotency_ttl=settings.idempotency_ttl_seconds,
+        tracing=app[TRACING],
     )
     yield
     await app[BATCHER].drain()

@@ -15,6 +15,7 @@ from gateway.events import Outbox
 from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 from gateway.wake import Waker
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,6 +28,8 @@ WAKER = web.AppKey("waker", Waker)
 BATCHER = web.AppKey("batcher", Batcher)
 CIPHER = web.AppKey("cipher", Cipher)
 MAPPINGS = web.AppKey("mappings", MappingCache)
+# The process's tracing (gateway/tracing.py); None when it is off.
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 # Who a request without an API key is, from a dashboard session cookie; set by the dashboard.
 SESSION_AUTH: web.AppKey[Callable[[web.Request], Awaitable[Principal | None]]] = web.AppKey(
     "session_auth"

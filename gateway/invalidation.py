@@ -32,6 +32,7 @@ from gateway.constants import (
     AUTH_LISTENER_TIMEOUT,
 )
 from gateway.keys import KeyCache
+from gateway.tracing import untraced
 
 log = structlog.get_logger("leadgate.keys")
 
@@ -138,7 +139,8 @@ async def key_listener(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     assert settings.database_url
-    task = asyncio.create_task(Listener(settings.database_url, app[KEYS]).run())
+    with untraced():  # its heartbeats belong to no request's trace
+        task = asyncio.create_task(Listener(settings.database_url, app[KEYS]).run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -93,7 +93,8 @@ class Plan:
     inserts: list[LeadDict] = field(default_factory=list)
     updates: list[LeadDict] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
-    events: list[tuple[str, Event]] = field(default_factory=list)
+    # Each event with the index of the postback that made it (whose tenant and trace it has).
+    events: list[tuple[int, Event]] = field(default_factory=list)
     outcomes: list[IngestResult | ApiError] = field(default_factory=list)
 
 
@@ -204,6 +205,7 @@ class Batch:
     def __init__(self, candidates: list[Any], now: datetime) -> None:
         self.now = now
         self.plan = Plan()
+        self.source = 0  # the index of the postback being applied
         self._leads: dict[str, LeadDict] = {}
         self._meta: dict[str, dict[str, Any]] = {}  # tenant_id, furthest_stage, new, dirty
         self._unique: dict[tuple[str, str, str], str] = {}
@@ -269,7 +271,7 @@ class Batch:
             HistoryRow(p.tenant_id, lead["id"], StageMove(None, stage, False), p.key_id)
         )
         self.plan.events.append(
-            (p.tenant_id, Event("lead.created", dict(lead), self.now, lead["id"]))
+            (self.source, Event("lead.created", dict(lead), self.now, lead["id"]))
         )
         return IngestResult(dict(lead), created=True, stage_ignored=False)
 
@@ -298,7 +300,7 @@ class Batch:
             meta["furthest"] = furthest(p.pipeline, meta["furthest"], move.to_stage)
             self.plan.history.append(HistoryRow(p.tenant_id, current["id"], move, p.key_id))
         for event in change_events(current, changed, move, self.now):
-            self.plan.events.append((p.tenant_id, event))
+            self.plan.events.append((self.source, event))
         return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
 
     def _refuse_taken_keys(self, tenant_id: str, current: LeadDict, merged: LeadDict) -> None:
@@ -327,6 +329,7 @@ class Batch:
 def plan(candidates: list[Any], postbacks: list[Postback], now: datetime) -> Plan:
     """Resolve `postbacks` in arrival order against `candidates` (see `Batch`)."""
     batch = Batch(candidates, now)
-    for p in postbacks:
+    for index, p in enumerate(postbacks):
+        batch.source = index
         batch.apply(p)
     return batch.finish()
