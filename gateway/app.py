@@ -93,7 +93,10 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     assert settings.database_url
     try:
         app[POOL] = await db.create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
         )
     except Exception as e:
         if not db.is_unavailable(e):
@@ -101,7 +104,10 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         # Postgres is not up yet: serve anyway (503 until it is), connecting when needed.
         log.warning("postgres_unavailable_at_start", error=type(e).__name__)
         app[POOL] = await db.create_pool(
-            settings.database_url, min_size=0, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=0,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
         )
     yield
     await app[POOL].close()

@@ -45,7 +45,12 @@ async def _open_state(
     return WorkerState(
         settings=settings,
         # No connection is made before one is needed: the worker starts without Postgres.
-        pool=await db.create_pool(settings.database_url, min_size=0, max_size=settings.db_pool_max),
+        pool=await db.create_pool(
+            settings.database_url,
+            min_size=0,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
+        ),
         redis=redis,
         http=http
         or sender.session(
