@@ -5,7 +5,9 @@ variable: nothing of OpenTelemetry is imported) and `on` (OTEL_EXPORTER_OTLP_END
 `peers/otlp_sink.py`, a local collector that decodes and counts every span, so the SDK's batch
 span processor and OTLP/HTTP exporter do all their real work; every postback and every
 attempt sampled) and `sampled` (the same, with OTEL_TRACES_SAMPLER=parentbased_traceidratio
-and OTEL_TRACES_SAMPLER_ARG=0.1: one trace in ten recorded). Reported per run: postbacks/s,
+and OTEL_TRACES_SAMPLER_ARG=0.1: one trace in ten recorded); and, to tell where the cost is,
+`unsampled` (a sampler of 0: every instrumentation in place, no span recorded) and
+`unexported` (every span recorded, none exported). Reported per run: postbacks/s,
 the gateway's CPU µs per postback, the worker's per delivery, Postgres' for each, and the spans
 exported (warm-up included); then the medians of each mode and their change against `off`.
 The collector's own CPU is not Leadgate's and is left out (it is shown as `sink cores`).
@@ -42,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--out-dir", type=Path, default=Path("/tmp/leadgate-bench-tracing"))
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--modes", default="off,on,sampled", help="off, on, sampled (10%% of traces)")
+    p.add_argument(
+        "--modes",
+        default="off,on,sampled",
+        help="of off, on, sampled (10%% of traces), unsampled (0%%), unexported",
+    )
+    p.add_argument("--workers", type=int, default=1, help="0: the gateway alone")
     a = p.parse_args(argv)
     opts = capacity.parse_args(
         ["--duration", str(a.duration), "--warmup", str(a.warmup), "--out-dir", str(a.out_dir)]
@@ -64,13 +71,29 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": "0.1",
         }
-        modes = {"off": {}, "on": on, "sampled": sampled}
+        # Where the cost lies: every instrumentation in place but no span recorded (a sampler
+        # of 0), and every span recorded but none exported (a batch processor that never
+        # fills nor fires).
+        unsampled = {**sampled, "OTEL_TRACES_SAMPLER_ARG": "0"}
+        unexported = {
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "100000000",
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100000000",
+        }
+        modes = {
+            "off": {},
+            "on": on,
+            "sampled": sampled,
+            "unsampled": unsampled,
+            "unexported": unexported,
+        }
         for round_ in range(a.rounds):
             for mode in a.modes.split(","):
                 extra = modes[mode]
                 before = spans_seen(base)
                 row = capacity.measure(
-                    ready, 1, 1, f"{mode}-{round_ + 1}", extra, {"sink": sink.pgid}
+                    ready, 1, a.workers, f"{mode}-{round_ + 1}", extra, {"sink": sink.pgid}
                 )
                 exported = spans_seen(base) - before
                 rows.append((mode, row, exported))
@@ -95,8 +118,8 @@ def line(mode: str, row: capacity.Row, exported: float) -> str:
     return (
         f"| {row.name} | {row.postbacks_per_s:,.0f} | {row.deliveries_per_s:,.0f} |"
         f" {row.p99_ms:.1f} | {row.us_per_postback['gateway']:,} |"
-        f" {row.us_per_postback['pg-gateway']:,} | {row.us_per_delivery['workers']:,} |"
-        f" {row.us_per_delivery['pg-worker']:,} | {exported:,.0f} |"
+        f" {row.us_per_postback['pg-gateway']:,} | {row.us_per_delivery.get('workers', 0):,} |"
+        f" {row.us_per_delivery.get('pg-worker', 0):,} | {exported:,.0f} |"
         f" {row.cores.get('sink', 0):.2f} | {row.cores.get('other', 0):.2f} | {row.load_after} |"
     )
 
@@ -110,7 +133,7 @@ def summary(rows: list[tuple[str, capacity.Row, float]]) -> str:
                     {
                         "rate": r.postbacks_per_s,
                         "gw": r.us_per_postback["gateway"],
-                        "wk": r.us_per_delivery["workers"],
+                        "wk": r.us_per_delivery.get("workers", 0),
                     }[pick]
                 )
         return statistics.median(values)

@@ -270,7 +270,10 @@ class Tracing:
     def commit_span(
         self, request: Span, batch: Span, started_ns: int, size: int, status: int
     ) -> None:
-        """A request's share of its batch, from its arrival to its answer, linked to the batch."""
+        """A request's share of its batch, from its arrival to its answer, linked to the batch
+        (none for a request whose trace is not sampled: nothing would record it)."""
+        if not request.is_recording():
+            return
         from opentelemetry import trace
 
         span = self.tracer.start_span(
