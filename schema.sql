@@ -1,7 +1,7 @@
 -- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
 -- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
 --
--- schema-version: 4
+-- schema-version: 5
 -- Raise the version with every change to this file. Changes are expand/contract
 -- (docs/MIGRATIONS.md): a release adds what it needs, and drops only what the release before it
 -- had already stopped using.
@@ -119,6 +119,9 @@ CREATE TABLE IF NOT EXISTS events (
     deliver_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS events_lead ON events (lead_id) WHERE lead_id IS NOT NULL;
+-- (schema-version 5) The W3C traceparent of the request that wrote the event, with tracing on;
+-- its delivery attempts continue that trace.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS traceparent text;
 
 -- Idempotency keys: the first response to a key, stored in the same transaction as the change
 -- it made, replayed for 24 hours. A request in flight holds an advisory lock on the key instead

@@ -26,6 +26,7 @@ from gateway.appkeys import (
     REDIS,
     RESCORER,
     SETTINGS,
+    TRACING,
     WAKER,
 )  # fmt: skip
 from gateway.batcher import Batcher
@@ -50,6 +51,7 @@ from gateway.scoring.views import OPERATIONS as SCORING_OPERATIONS
 from gateway.settings import Settings
 from gateway.stats import OPERATIONS as STATS_OPERATIONS
 from gateway.timeline.views import OPERATIONS as TIMELINE_OPERATIONS
+from gateway.tracing import Tracing
 from gateway.wake import Waker, arq_pool
 
 log = structlog.get_logger("leadgate")
@@ -68,13 +70,17 @@ OPERATIONS: list[Operation] = [
 ]
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, tracing: Tracing | None = None) -> web.Application:
+    """The gateway's application; `tracing` (gateway/tracing.py) traces its requests, None
+    (the default) traces nothing at no cost."""
     if not settings.database_url or not settings.redis_url:
         raise ValueError("create_app needs LEADGATE_DATABASE_URL and LEADGATE_REDIS_URL")
+    traced = [] if tracing is None else [tracing.middleware()]
     app = web.Application(
-        middlewares=[observe, authenticate], client_max_size=settings.max_body_bytes
+        middlewares=[*traced, observe, authenticate], client_max_size=settings.max_body_bytes
     )
     app[SETTINGS] = settings
+    app[TRACING] = tracing
     app[OUTBOX] = Outbox(first_delay=float(settings.retry_schedule[0]))
     app[KEYS] = KeyCache(settings.auth_cache_seconds)
     app[CIPHER] = Cipher.from_settings(settings)
@@ -100,7 +106,10 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     assert settings.database_url
     try:
         app[POOL] = await db.create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
         )
     except Exception as e:
         if not db.is_unavailable(e):
@@ -108,7 +117,10 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         # Postgres is not up yet: serve anyway (503 until it is), connecting when needed.
         log.warning("postgres_unavailable_at_start", error=type(e).__name__)
         app[POOL] = await db.create_pool(
-            settings.database_url, min_size=0, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=0,
+            max_size=settings.db_pool_max,
+            statement_cache_size=settings.db_statement_cache_size,
         )
     yield
     await app[POOL].close()
@@ -137,6 +149,7 @@ async def _batcher(app: web.Application) -> AsyncIterator[None]:
         max_wait=settings.batch_max_wait,
         concurrency=settings.batch_concurrency,
         idempotency_ttl=settings.idempotency_ttl_seconds,
+        tracing=app[TRACING],
     )
     yield
     await app[BATCHER].drain()

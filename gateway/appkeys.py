@@ -16,6 +16,7 @@ from gateway.keys import KeyCache, Principal
 from gateway.ratelimit import RateLimiter
 from gateway.scoring.rescore import Rescorer
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 from gateway.wake import Waker
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -29,6 +30,8 @@ BATCHER = web.AppKey("batcher", Batcher)
 CIPHER = web.AppKey("cipher", Cipher)
 MAPPINGS = web.AppKey("mappings", MappingCache)
 RESCORER = web.AppKey("rescorer", Rescorer)
+# The process's tracing (gateway/tracing.py); None when it is off.
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")
 # Who a request without an API key is, from a dashboard session cookie; set by the dashboard.
 SESSION_AUTH: web.AppKey[Callable[[web.Request], Awaitable[Principal | None]]] = web.AppKey(
     "session_auth"

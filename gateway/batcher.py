@@ -10,6 +10,10 @@ until `LEADGATE_BATCH_MAX_ITEMS` are waiting — and applies them in one transac
     → each other change, alone in a savepoint → store idempotent responses (one statement)
     → COMMIT → answer every request → one wake-up for the worker
 
+With tracing on (gateway/tracing.py), a batch is one `leadgate.batch` span under its first
+request, linked to every request; each request gets a `leadgate.commit` span linked to it, and
+its events keep the request's `traceparent`.
+
 Every guarantee holds per request: nothing is answered before its commit; a request's 4xx
 (a 409, a 404, a 422) is its own and leaves the rest of the batch alone. Should the batch fail
 in Postgres as a whole (a constraint a concurrent writer won, a deadlock), each request is
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +41,7 @@ from gateway.crypto import Cipher
 from gateway.db import Conn, conflict_of, is_unavailable, lock_keys
 from gateway.errors import ApiError, InternalError, Unavailable
 from gateway.events import Event, Outbox, Tx
+from gateway.tracing import Tracing
 from gateway.wake import Waker
 
 log = structlog.get_logger("leadgate.batcher")
@@ -43,9 +50,10 @@ Outcome = web.Response | ApiError
 # A change applied alone: given its share of the transaction, it answers its request.
 Change = Callable[[Tx], Awaitable[web.Response]]
 # A kind of change applied set-based for all of a batch's requests of that kind at once: one
-# outcome per payload, in order, and the events to write.
+# outcome per payload, in order, and the events to write, each with the index of the payload
+# that made it (its request's tenant and trace are the event's).
 Applier = Callable[
-    [Conn, list[Any], datetime], Awaitable[tuple[Sequence[Outcome], list[tuple[str, Event]]]]
+    [Conn, list[Any], datetime], Awaitable[tuple[Sequence[Outcome], list[tuple[int, Event]]]]
 ]
 
 # How long a client should wait before retrying when Postgres is out of reach.
@@ -67,6 +75,12 @@ class Item:
     sealed: bool = False
     arrived: float = 0.0
     future: asyncio.Future[web.Response] = field(init=False)
+    # With tracing on: the request's span, its traceparent (saved with its events), when it
+    # arrived (ns since the epoch, the commit span's start) and the span of its batch.
+    span: Any = None
+    traceparent: str | None = None
+    arrived_ns: int = 0
+    batch_span: Any = None
 
 
 def unavailable() -> Unavailable:
@@ -89,6 +103,7 @@ class Batcher:
         max_wait: float,
         concurrency: int,
         idempotency_ttl: int,
+        tracing: Tracing | None = None,
     ) -> None:
         self._pool = pool
         self._outbox = outbox
@@ -98,6 +113,7 @@ class Batcher:
         self._max_wait = max_wait
         self._concurrency = concurrency
         self._ttl = idempotency_ttl
+        self._tracing = tracing
         self._pending: list[Item] = []
         self._running: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -108,6 +124,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         item.future = loop.create_future()
         item.arrived = loop.time()
+        if self._tracing is not None:
+            item.span, item.traceparent = self._tracing.current()
+            item.arrived_ns = time.time_ns()
         self._pending.append(item)
         if self._timer is None or len(self._pending) >= self._max_items:
             self._kick()
@@ -143,13 +162,22 @@ class Batcher:
                 await asyncio.wait(set(self._running))
 
     async def _flush(self, items: list[Item]) -> None:
+        if self._tracing is None:
+            await self._flush_batch(items)
+            return
+        with self._tracing.batch_span([i.span for i in items if i.span is not None]) as span:
+            for item in items:
+                item.batch_span = span
+            await self._flush_batch(items)
+
+    async def _flush_batch(self, items: list[Item]) -> None:
         try:
             outcomes, due = await self._commit(items)
         except Exception as e:
             await self._failed(items, e)
             return
         for item, outcome in zip(items, outcomes, strict=True):
-            _settle(item, outcome)
+            self._settle(item, outcome, len(items))
         if due:
             self._waker.wake()
 
@@ -157,18 +185,25 @@ class Batcher:
         if is_unavailable(error):
             log.warning("batch_unavailable", items=len(items), error=type(error).__name__)
             for item in items:
-                _settle(item, unavailable())
+                self._settle(item, unavailable(), len(items))
         elif len(items) > 1:
             # One request's change failed the batch as a whole: apply each on its own.
             log.info("batch_split", items=len(items), error=type(error).__name__)
             for item in items:
                 await self._flush([item])
         elif isinstance(error, asyncpg.UniqueViolationError):
-            _settle(items[0], conflict_of(error))
+            self._settle(items[0], conflict_of(error), 1)
         else:
             log.error("batch_failed", items=len(items), exc_info=error)
             for item in items:
-                _settle(item, InternalError("an internal error occurred"))
+                self._settle(item, InternalError("an internal error occurred"), len(items))
+
+    def _settle(self, item: Item, outcome: Outcome, size: int) -> None:
+        _settle(item, outcome)
+        if self._tracing is not None and item.span is not None:
+            self._tracing.commit_span(
+                item.span, item.batch_span, item.arrived_ns, size, outcome.status
+            )
 
     async def _commit(self, items: list[Item]) -> tuple[list[Outcome], int]:
         now = datetime.now(UTC)
@@ -214,9 +249,14 @@ class Batcher:
         for applier, group in kinds.items():
             results, made = await applier(conn, [i.payload for i in group], now)
             outcomes.update(zip(group, results, strict=True))
-            events += made
+            events += [(group[i].tenant_id, _traced(e, group[i].traceparent)) for i, e in made]
         _, due = await self._outbox.write(conn, events)
         return due
+
+
+def _traced(event: Event, traceparent: str | None) -> Event:
+    """The event, carrying its request's trace (with tracing on)."""
+    return event if traceparent is None else dataclasses.replace(event, traceparent=traceparent)
 
 
 async def _apply_one(
@@ -224,7 +264,7 @@ async def _apply_one(
 ) -> tuple[Outcome, int]:
     """A change applied alone; in a batch, in a savepoint so its failure stays its own."""
     assert item.change is not None
-    tx = Tx(conn, item.tenant_id, item.key_id, outbox)
+    tx = Tx(conn, item.tenant_id, item.key_id, outbox, traceparent=item.traceparent)
     scope = conn.transaction() if savepoint else contextlib.nullcontext()
     try:
         async with scope:

@@ -55,13 +55,19 @@ async def _reset(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, statement_cache_size: int = 100
+) -> asyncpg.Pool:
+    """The pool; `statement_cache_size=0` (LEADGATE_DB_STATEMENT_CACHE_SIZE) when `dsn` goes
+    through PgBouncer in transaction mode, where a named prepared statement made on one server
+    connection would be looked for on another (docs/SCALING.md)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
         reset=_reset,
+        statement_cache_size=statement_cache_size,
     )
     assert pool is not None
     return pool

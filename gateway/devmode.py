@@ -31,6 +31,7 @@ from gateway.keys import create_key
 from gateway.server import serve
 from gateway.settings import Settings
 from gateway.tenants import FIND_TENANT_BY_NAME, create_tenant
+from gateway.tracing import GATEWAY_SERVICE, Tracing, from_environment
 from workers.main import running_in_loop
 
 # The demo endpoint is found again by tenant and URL, so restarts reuse it and its secret.
@@ -148,17 +149,20 @@ def run_dev(settings: Settings, *, fresh: bool = False) -> None:
     with _servers(settings) as running:
         demo = asyncio.run(_prepare(running))
         console.print(banner(running, demo), soft_wrap=True, highlight=False)
-        app = create_app(running)
-        app.cleanup_ctx.append(worker_context(running))
+        tracing = from_environment(GATEWAY_SERVICE)
+        app = create_app(running, tracing)
+        app.cleanup_ctx.append(worker_context(running, tracing))
         app.cleanup_ctx.append(receiver_context(demo.secret, running.host, running.port + 1))
         serve(running, app)
 
 
-def worker_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+def worker_context(
+    settings: Settings, tracing: Tracing | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
     """Run the delivery worker inside the gateway's event loop (dev only)."""
 
     async def context(_: web.Application) -> AsyncIterator[None]:
-        async with running_in_loop(settings):
+        async with running_in_loop(settings, tracing=tracing):
             yield
 
     return context

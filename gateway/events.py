@@ -12,6 +12,7 @@ alone. One statement writes the events of a whole batch, whatever tenants they b
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,11 +33,12 @@ _MATCHES = """EXISTS (
 # Deliveries are inserted in event order, so `seq` follows it; `first_due_at` is the database's
 # clock, which the leads' row locks order as they order the changes (ordered endpoints rely on
 # both).
+# $11: each event's W3C traceparent (NULL with tracing off), continued by its attempts.
 WRITE_EVENTS = f"""
 WITH ev AS (
-    INSERT INTO events (id, tenant_id, type, lead_id, body, created_at, deliver_at)
+    INSERT INTO events (id, tenant_id, type, lead_id, body, created_at, deliver_at, traceparent)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::timestamptz[])
+                         $6::timestamptz[], $7::timestamptz[], $11::text[])
     RETURNING id, tenant_id, type, lead_id, created_at, deliver_at
 ), dl AS (
     INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, lead_id, event_type, ordered,
@@ -63,6 +65,8 @@ class Event:
     at: datetime
     lead_id: str | None = None
     deliver_at: datetime | None = None
+    # The W3C traceparent of the request that made it (tracing on), continued by its attempts.
+    traceparent: str | None = None
 
 
 def envelope(event_id: str, event: Event) -> bytes:
@@ -102,6 +106,7 @@ class Outbox:
             self.first_delay,
             only_endpoint,
             max(e.at for _, e in events),
+            [e.traceparent for _, e in events],
         )
         return ids, due
 
@@ -119,8 +124,12 @@ class Tx:
     key_id: str | None
     outbox: Outbox
     due: int = field(default=0)
+    # The request's traceparent (tracing on): its events carry it.
+    traceparent: str | None = None
 
     async def emit(self, *events: Event, only_endpoint: str | None = None) -> list[str]:
+        if self.traceparent is not None:
+            events = tuple(dataclasses.replace(e, traceparent=self.traceparent) for e in events)
         pairs = [(self.tenant_id, e) for e in events]
         ids, due = await self.outbox.write(self.conn, pairs, only_endpoint=only_endpoint)
         self.due += due

@@ -32,6 +32,7 @@ from gateway.constants import (
     AUTH_LISTENER_TIMEOUT,
 )
 from gateway.keys import KeyCache
+from gateway.tracing import untraced
 
 log = structlog.get_logger("leadgate.keys")
 
@@ -137,8 +138,12 @@ async def key_listener(app: web.Application) -> AsyncIterator[None]:
     if settings.auth_cache_seconds <= 0:
         yield
         return
-    assert settings.database_url
-    task = asyncio.create_task(Listener(settings.database_url, app[KEYS]).run())
+    # LISTEN needs a session of its own: through PgBouncer in transaction mode it would hear
+    # nothing, so LEADGATE_LISTEN_DATABASE_URL may name a direct connection.
+    dsn = settings.listen_database_url or settings.database_url
+    assert dsn
+    with untraced():  # its heartbeats belong to no request's trace
+        task = asyncio.create_task(Listener(dsn, app[KEYS]).run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.logs import configure_logging
 from gateway.settings import Settings
+from gateway.tracing import GATEWAY_SERVICE, from_environment
 
 # On SIGTERM aiohttp stops accepting, then gives in-flight requests this long to finish.
 SHUTDOWN_TIMEOUT = 30.0
@@ -69,7 +70,7 @@ def _serve_one(
     log = structlog.get_logger("leadgate")
     log.info("gateway_starting", host=settings.host, port=settings.port, pid=os.getpid())
     web.run_app(
-        app if app is not None else create_app(settings),
+        app if app is not None else create_app(settings, from_environment(GATEWAY_SERVICE)),
         host=settings.host,
         port=settings.port,
         print=None,

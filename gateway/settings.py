@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = Field(2, ge=1)
     db_pool_max: int = Field(20, ge=1)
+    db_statement_cache_size: int = Field(
+        100,
+        ge=0,
+        description="Prepared statements each Postgres connection keeps (asyncpg); 0 behind "
+        "PgBouncer in transaction mode.",
+    )
+    listen_database_url: str | None = Field(
+        None,
+        description="A direct Postgres DSN for the key listener's LISTEN (not through PgBouncer "
+        "in transaction mode); unset: database_url.",
+    )
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_format: Literal["json", "console", "auto"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

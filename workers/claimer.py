@@ -24,7 +24,7 @@ import structlog
 from gateway.wake import Waker
 from workers import render, sql
 from workers.completer import Completer
-from workers.delivery import attempt, decide, triage
+from workers.delivery import attempt, decide, record_on_span, span_attributes, triage
 from workers.state import WorkerState
 
 log = structlog.get_logger("leadgate.claimer")
@@ -110,8 +110,15 @@ class Claimer:
             task.add_done_callback(self._sent)
 
     async def _send(self, row: asyncpg.Record, body: bytes) -> None:
-        result = await attempt(self._state, row, body)
-        self._completer.add(decide(self._state, row, result))
+        if self._state.tracing is None:
+            result = await attempt(self._state, row, body)
+            self._completer.add(decide(self._state, row, result))
+            return
+        with self._state.tracing.attempt_span(row["traceparent"], span_attributes(row)) as span:
+            result = await attempt(self._state, row, body)
+            outcome = decide(self._state, row, result)
+            record_on_span(span, outcome)
+        self._completer.add(outcome)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         row = self._sending.pop(task)

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -114,6 +115,30 @@ async def attempt(state: WorkerState, row: asyncpg.Record, body: bytes) -> Attem
         timeout=settings.delivery_timeout,
         allow_private=settings.allow_private_destinations,
     )
+
+
+def span_attributes(row: asyncpg.Record) -> dict[str, Any]:
+    """What an attempt's span says of its delivery (tracing on)."""
+    return {
+        "leadgate.delivery.id": row["id"],
+        "leadgate.event.id": row["event_id"],
+        "leadgate.event.type": row["event_type"],
+        "leadgate.endpoint.id": row["endpoint_id"],
+        "leadgate.tenant.id": row["tenant_id"],
+        "leadgate.attempt": row["attempt_count"] + 1,
+    }
+
+
+def record_on_span(span: Any, outcome: Outcome) -> None:
+    """The attempt's result on its span: the receiver's status, the outcome, an error."""
+    span.set_attribute("leadgate.outcome", outcome.label)
+    if outcome.attempt is not None and outcome.attempt.status is not None:
+        span.set_attribute("http.response.status_code", outcome.attempt.status)
+    if outcome.error:
+        from opentelemetry.trace import StatusCode
+
+        span.set_attribute("error.type", outcome.error)
+        span.set_status(StatusCode.ERROR, outcome.error)
 
 
 def decide(state: WorkerState, row: asyncpg.Record, attempt: Attempt) -> Outcome:

@@ -53,16 +53,22 @@ def session(
     allow_private: bool,
     proxy: str | None = None,
     resolver: AbstractResolver | None = None,
+    trace_configs: list[aiohttp.TraceConfig] | None = None,
 ) -> aiohttp.ClientSession:
     """One pooled session per worker, with the SSRF guard on every resolution, or (through
-    `proxy`) on every destination. `resolver` answers DNS; the system's by default."""
+    `proxy`) on every destination. `resolver` answers DNS; the system's by default.
+    `trace_configs` are added to the session's (tracing: a span and `traceparent` per POST)."""
+    traced = list(trace_configs or [])
     if proxy is None:
         guarded = resolver if allow_private else GuardedResolver(resolver)
         connector = aiohttp.TCPConnector(
             limit=concurrency, limit_per_host=0, resolver=guarded, ttl_dns_cache=10
         )
         return aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=False
+            connector=connector,
+            headers={"User-Agent": USER_AGENT},
+            auto_decompress=False,
+            trace_configs=traced or None,
         )
     connector = aiohttp.TCPConnector(
         limit=concurrency, limit_per_host=0, resolver=resolver, ttl_dns_cache=10
@@ -73,7 +79,7 @@ def session(
         headers={"User-Agent": USER_AGENT},
         auto_decompress=False,
         proxy=proxy,
-        trace_configs=checks,
+        trace_configs=checks + traced,
     )
 
 

@@ -29,7 +29,7 @@ RETURNING d.id, d.tenant_id, d.event_id, d.endpoint_id, d.lead_id, d.event_type,
           CASE WHEN ep.previous_secret_expires_at > now() THEN ep.previous_secret END
               AS previous_secret,
           ep.enabled, ep.rate_limit, ep.consecutive_failures, ep.circuit_open_until,
-          ep.failing_since, ep.template, d.body AS rendered_body
+          ep.failing_since, ep.template, d.body AS rendered_body, e.traceparent
 """
 
 # When the next pending delivery not yet due will be: a worker with nothing to do sleeps until

@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 from gateway.crypto import Cipher
 from gateway.ratelimit import SlidingWindow
 from gateway.settings import Settings
+from gateway.tracing import Tracing
 from workers.tail import Publisher
 
 # An endpoint's rate limit is per second; the window is a little longer, so that jitter on the
@@ -29,6 +30,8 @@ class WorkerState:
     publisher: Publisher
     # Decrypts the endpoints' signing secrets, stored encrypted.
     cipher: Cipher
+    # Traces each attempt in its event's trace (gateway/tracing.py); None when off.
+    tracing: Tracing | None = None
 
     @property
     def lease_seconds(self) -> float:

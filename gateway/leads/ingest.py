@@ -103,7 +103,8 @@ class Plan:
     inserts: list[LeadDict] = field(default_factory=list)
     updates: list[LeadDict] = field(default_factory=list)
     history: list[HistoryRow] = field(default_factory=list)
-    events: list[tuple[str, Event]] = field(default_factory=list)
+    # Each event with the index of the postback that made it (whose tenant and trace it has).
+    events: list[tuple[int, Event]] = field(default_factory=list)
     outcomes: list[IngestResult | ApiError] = field(default_factory=list)
     # Per tenant: leads created, and leads that reached a converted stage for the first time.
     created: dict[str, int] = field(default_factory=dict)
@@ -234,6 +235,7 @@ class Batch:
     ) -> None:
         self.now = now
         self.plan = Plan()
+        self.source = 0  # the index of the postback being applied
         # New leads each quota-bound tenant may still create this month (absent: no limit).
         self._remaining = dict(remaining or {})
         self._leads: dict[str, LeadDict] = {}
@@ -319,7 +321,7 @@ class Batch:
             HistoryRow(p.tenant_id, lead["id"], StageMove(None, stage, False), p.key_id)
         )
         self.plan.events.append(
-            (p.tenant_id, Event("lead.created", dict(lead), self.now, lead["id"]))
+            (self.source, Event("lead.created", dict(lead), self.now, lead["id"]))
         )
         return IngestResult(dict(lead), created=True, stage_ignored=False)
 
@@ -350,7 +352,7 @@ class Batch:
             self.plan.history.append(HistoryRow(p.tenant_id, current["id"], move, p.key_id))
             self._convert(p, current)
         for event in change_events(current, changed, move, self.now):
-            self.plan.events.append((p.tenant_id, event))
+            self.plan.events.append((self.source, event))
         return IngestResult(dict(current), created=False, stage_ignored=stage_ignored)
 
     def _refuse_taken_keys(self, tenant_id: str, current: LeadDict, merged: LeadDict) -> None:
@@ -386,6 +388,7 @@ def plan(
     """Resolve `postbacks` in arrival order against `candidates` (see `Batch`); `remaining`:
     the new leads each quota-bound tenant may still create."""
     batch = Batch(candidates, now, remaining)
-    for p in postbacks:
+    for index, p in enumerate(postbacks):
+        batch.source = index
         batch.apply(p)
     return batch.finish()

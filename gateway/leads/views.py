@@ -66,7 +66,7 @@ def _ingest_response(result: IngestResult) -> web.Response:
 
 async def _apply_postbacks(
     conn: Conn, postbacks: list[Postback], now: datetime
-) -> tuple[list[Outcome], list[tuple[str, Event]]]:
+) -> tuple[list[Outcome], list[tuple[int, Event]]]:
     """The batcher's set-based kind for postbacks: each answered with its own outcome."""
     plan = await apply_postbacks(conn, postbacks, now)
     outcomes = [o if isinstance(o, ApiError) else _ingest_response(o) for o in plan.outcomes]

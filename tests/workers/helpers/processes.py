@@ -1,4 +1,5 @@
-"""Processes run beside a test: `leadgate worker`, and the lead systems' Node webhook verifiers.
+"""Processes run beside a test: `leadgate serve`, `leadgate worker`, and the lead systems' Node
+webhook verifiers.
 
 Each is a real child process, started with its own environment and stopped by its own pid.
 """
@@ -6,6 +7,7 @@ Each is a real child process, started with its own environment and stopped by it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -87,6 +89,70 @@ class WorkerProcess:
         return await _exited(self.process, timeout)
 
     def stop(self) -> None:
+        _end(self.process)
+
+
+@dataclass
+class GatewayProcess:
+    """`leadgate serve` in a child process on a free port; its log lines go to a file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    base: str
+
+    @classmethod
+    def start(cls, database_url: str, redis_url: str, log: Path, **env: str) -> GatewayProcess:
+        from gateway.embedded import free_port
+
+        port = free_port()
+        settings = {
+            "LEADGATE_DATABASE_URL": database_url,
+            "LEADGATE_REDIS_URL": redis_url,
+            "LEADGATE_PORT": str(port),
+            "LEADGATE_LOG_FORMAT": "json",
+            "LEADGATE_SECRET_KEYS": TEST_SECRET_KEYS,
+            "LEADGATE_ALLOW_PRIVATE_DESTINATIONS": "true",
+            "LEADGATE_RATE_LIMIT": "0",
+            **env,
+        }
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [str(LEADGATE), "serve"],
+                env={**environment, **settings},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        return cls(process, log, f"http://127.0.0.1:{port}")
+
+    async def started(self, timeout: float = 20.0) -> None:
+        """Wait until /healthz answers."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
+            while True:
+                try:
+                    async with http.get(f"{self.base}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                assert self.process.poll() is None, self.log.read_text()
+                await asyncio.sleep(0.05)
+
+    def signal(self, signum: signal.Signals) -> None:
+        os.kill(self.process.pid, signum)
+
+    async def exited(self, timeout: float) -> int:
+        return await _exited(self.process, timeout)
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as a deployment stops it; killed if it has not exited in `timeout`."""
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await self.exited(timeout)
         _end(self.process)
 
 
