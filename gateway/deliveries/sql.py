@@ -50,12 +50,17 @@ RETURNING id
 """
 
 # Stopping a lead's sequence cancels every delivery not yet delivered, scheduled ones included.
+# Found by the lead alone (deliveries_lead): the tenant is checked on those rows, in a form no
+# index serves, so a generic plan cannot walk the tenant's whole history (deliveries_tenant).
 STOP_LEAD = """
 UPDATE deliveries SET state = 'cancelled', leased_until = NULL, updated_at = now()
-WHERE lead_id = $1 AND tenant_id = $2 AND state = 'pending'
+WHERE lead_id = $1 AND tenant_id IS NOT DISTINCT FROM $2 AND state = 'pending'
 """
 
-LEAD_EXISTS = "SELECT true FROM leads WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL"
+# By id alone (see gateway/leads/sql.py GET_LEAD).
+LEAD_EXISTS = """
+SELECT true FROM leads WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 AND deleted_at IS NULL
+"""
 
 ENDPOINT_EXISTS = "SELECT true FROM endpoints WHERE id = $1 AND tenant_id = $2"
 

@@ -36,9 +36,17 @@ WHERE tenant_id = $1 AND source = $2 AND external_id = $3
 
 # Linking: by our id, else the normalised email, else the E.164 phone.
 FIND_LEAD = """
-SELECT id FROM leads
-WHERE tenant_id = $1 AND deleted_at IS NULL AND (id = $2 OR email = $3 OR phone = $4)
-ORDER BY (id = $2) IS TRUE DESC, (email = $3) IS TRUE DESC, created_at
+SELECT id FROM (
+    SELECT id, 1 AS rank, created_at FROM leads
+    WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $1 AND deleted_at IS NULL
+    UNION ALL
+    SELECT id, 2, created_at FROM leads
+    WHERE email = $3 AND tenant_id IS NOT DISTINCT FROM $1 AND deleted_at IS NULL
+    UNION ALL
+    SELECT id, 3, created_at FROM leads
+    WHERE phone = $4 AND tenant_id IS NOT DISTINCT FROM $1 AND deleted_at IS NULL
+) found
+ORDER BY rank, created_at
 LIMIT 1
 """
 
@@ -47,5 +55,5 @@ LINK_EVENT = "UPDATE inbound_events SET event_id = $2 WHERE id = $1"
 
 OPT_OUT = """
 UPDATE leads SET opted_out_at = coalesce(opted_out_at, $3), updated_at = $3
-WHERE id = $1 AND tenant_id = $2
+WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2  -- by id alone
 """

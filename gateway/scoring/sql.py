@@ -92,5 +92,5 @@ WHERE tenant_id = $1
 # A lead's whole row, for scoring it again after a change outside the batch (an opt-out).
 GET_LEAD_FOR_SCORE = f"""
 SELECT id, {_LEAD_COLS}, opted_out_at, created_at, updated_at FROM leads
-WHERE id = $1 AND tenant_id = $2 AND deleted_at IS NULL
+WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2 AND deleted_at IS NULL  -- by id alone
 """
