@@ -1,7 +1,7 @@
 -- Leadgate schema. Applied by `leadgate migrate`; every statement is idempotent, so running it
 -- twice changes nothing. Every tenant-owned row carries tenant_id; Postgres is the source of truth.
 --
--- schema-version: 5
+-- schema-version: 6
 -- Raise the version with every change to this file. Changes are expand/contract
 -- (docs/MIGRATIONS.md): a release adds what it needs, and drops only what the release before it
 -- had already stopped using.
@@ -328,6 +328,18 @@ ALTER TABLE tenants ADD COLUMN IF NOT EXISTS monthly_quota integer
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS score integer;
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS score_tier text;
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS score_breakdown jsonb;
+-- The listing index carries the score too, so that analytics' tier mix is read from it alone
+-- (index-only, as its other figures are). An install whose index predates the score has it
+-- rebuilt once, here: writes to leads wait for the build (seconds at a million leads).
+DO $$
+BEGIN
+    IF pg_get_indexdef('leads_tenant_created_id'::regclass) NOT LIKE '%score_tier%' THEN
+        DROP INDEX leads_tenant_created_id;
+        CREATE INDEX leads_tenant_created_id ON leads (tenant_id, created_at DESC, id DESC)
+            INCLUDE (stage, furthest_stage, source, campaign, score_tier, score);
+    END IF;
+END
+$$;
 -- When the lead first reached a converted stage: it is counted as converted once, then.
 ALTER TABLE leads ADD COLUMN IF NOT EXISTS converted_at timestamptz;
 -- The background rescore after a change of rules: one row per tenant, for the latest version,

@@ -69,7 +69,7 @@ from peers.delivery_harness import (
 from gateway.crypto import Cipher
 from gateway.events import Event, Outbox
 from gateway.ids import new_id
-from gateway.leads.sql import WRITABLE
+from gateway.leads.ingest import STORED
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/leadgate_bench_delivery"
@@ -135,7 +135,7 @@ class Result:
 def lead_data(index: int, at: datetime) -> dict[str, Any]:
     """A lead as `lead.created` carries it: every writable field, a realistic half filled."""
     lead: dict[str, Any] = {"id": new_id("lead")}
-    lead.update(dict.fromkeys(WRITABLE))
+    lead.update(dict.fromkeys(STORED))
     lead.update(
         email=f"d{index}@bench.example",
         first_name="Ada",
