@@ -74,16 +74,19 @@ class _Rust:
         if "$pad" in text:
             self._expr.register_override("pad", _bounded_pad)
 
+    def _bounded(self, data: Any) -> Any:
+        return self._expr.evaluate(
+            data,
+            timeout=EXPRESSION_TIMEOUT_MS,
+            max_stack_depth=EXPRESSION_MAX_DEPTH,
+            max_sequence_length=EXPRESSION_MAX_SEQUENCE,
+        )
+
     def evaluate(self, data: Any) -> Any:
         for tries_left in range(TIMEOUT_RETRIES, -1, -1):
             began = time.thread_time()
             try:
-                return self._expr.evaluate(
-                    data,
-                    timeout=EXPRESSION_TIMEOUT_MS,
-                    max_stack_depth=EXPRESSION_MAX_DEPTH,
-                    max_sequence_length=EXPRESSION_MAX_SEQUENCE,
-                )
+                return self._bounded(data)
             except Exception as e:  # ValueError as documented; an input it cannot convert, too
                 used_ms = (time.thread_time() - began) * 1000
                 if tries_left and _descheduled(str(e), used_ms):
@@ -93,12 +96,7 @@ class _Rust:
 
     def evaluate_once(self, data: Any) -> Any:
         try:
-            return self._expr.evaluate(
-                data,
-                timeout=EXPRESSION_TIMEOUT_MS,
-                max_stack_depth=EXPRESSION_MAX_DEPTH,
-                max_sequence_length=EXPRESSION_MAX_SEQUENCE,
-            )
+            return self._bounded(data)
         except Exception as e:  # as in evaluate
             raise EvaluationError(_clean(str(e)) or type(e).__name__) from e
 
