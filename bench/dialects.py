@@ -48,6 +48,7 @@ import asyncpg
 import children
 
 from gateway import db, embedded, jsonio
+from gateway.crypto import Cipher, generate_key
 from gateway.dialects import jsjson
 from gateway.dialects.engine import compile_expression
 from gateway.dialects.templates import SAMPLE_EVENT, render
@@ -146,7 +147,7 @@ async def reset(database_url: str) -> None:
     try:
         await conn.execute(
             "TRUNCATE delivery_attempts, deliveries, events, endpoints, leads, stage_history, "
-            "idempotency_keys, mappings"
+            "idempotency_keys, mappings, deals, tenant_monthly_counts"
         )
     finally:
         await conn.close()
@@ -163,8 +164,7 @@ async def write_backlog(database_url: str, tenant_id: str, count: int) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await db.init_connection(conn)
-        # Dated older than the relay's requeue interval, so that the worker's relay takes the
-        # whole backlog at its first sweeps, as after a worker outage (as bench/delivery.py does).
+        # Dated in the past, all due: a backlog as after a worker outage (as bench/delivery.py).
         outbox, at = Outbox(), datetime.now(UTC) - timedelta(seconds=REQUEUE_AFTER + 5)
         for start in range(0, count, WRITE_BATCH):
             events = [
@@ -172,7 +172,7 @@ async def write_backlog(database_url: str, tenant_id: str, count: int) -> None:
                 for i in range(start, min(start + WRITE_BATCH, count))
             ]
             async with conn.transaction():
-                await outbox.write(conn, tenant_id, events)
+                await outbox.write(conn, [(tenant_id, e) for e in events])
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -186,7 +186,7 @@ async def add_endpoint(database_url: str, tenant_id: str, url: str, template: st
     try:
         await db.init_connection(conn)
         spec = EndpointIn(url=url, template=template)
-        await register(conn, tenant_id, spec, allow_private=True)
+        await register(conn, tenant_id, spec, allow_private=True, cipher=Cipher([SECRET_KEYS]))
     finally:
         await conn.close()
 
@@ -200,6 +200,10 @@ async def states(database_url: str) -> dict[str, int]:
         await conn.close()
 
 
+# The key every process of the run encrypts and decrypts signing secrets with.
+SECRET_KEYS = os.environ.get("LEADGATE_SECRET_KEYS") or generate_key()
+
+
 def env_for(servers: embedded.EmbeddedServers, **extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
     return {
@@ -208,6 +212,7 @@ def env_for(servers: embedded.EmbeddedServers, **extra: str) -> dict[str, str]:
         "LEADGATE_REDIS_URL": servers.redis_url,
         "LEADGATE_ALLOW_PRIVATE_DESTINATIONS": "true",
         "LEADGATE_LOG_FORMAT": "json",
+        "LEADGATE_SECRET_KEYS": SECRET_KEYS,
         **extra,
     }
 

@@ -119,10 +119,10 @@ async def seed(conn: asyncpg.Connection, leads: int) -> None:
             await conn.execute(statement)
 
 
-def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
-        yield from _nodes(child)
+        yield from plan_nodes(child)
 
 
 async def prepare(conn: asyncpg.Connection) -> None:
@@ -151,7 +151,7 @@ async def explain(conn: asyncpg.Connection) -> dict[str, list[str]]:
                 f"seq scan of {node['Relation Name']}"
                 if node.get("Node Type") == "Seq Scan"
                 else f"walk of {node['Index Name']}"
-                for node in _nodes(plan["Plan"])
+                for node in plan_nodes(plan["Plan"])
                 if (node.get("Node Type") == "Seq Scan" and node.get("Relation Name") in GROWING)
                 or node.get("Index Name") in LISTING_INDEXES
             )

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import asyncpg
+import orjson
 import pytest
 
-from bench.plans import HOT, explain, prepare, scans, seed
+from bench.plans import HOT, explain, plan_nodes, prepare, scans, seed
 from gateway import db
+from gateway.leads import sql as leads_sql
 
 # Updates of rows by id: on a table believed empty, a scan of its ten assumed pages costs less
 # than ten index lookups, and Postgres plans one.
@@ -59,3 +61,28 @@ async def test_plans_cached_on_empty_tables_are_made_again_at_the_first_analyze(
     await seed(conn, 30_000)
     await conn.execute("ANALYZE")  # autovacuum's, in a deployment
     assert await explain(conn) == NONE
+
+
+async def test_a_postback_without_a_phone_reads_no_leads_by_phone_when_most_share_one(
+    installed: asyncpg.Connection,
+) -> None:
+    # Most leads sharing one phone (a form's placeholder, a test number): after ANALYZE the
+    # generic plan may scan leads for the phone arm, which must then not run without a phone.
+    conn = installed
+    await seed(conn, 30_000)
+    await conn.execute("UPDATE leads SET phone = '+14155550123'")
+    await conn.execute("ANALYZE leads")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE candidates AS {leads_sql.FETCH_CANDIDATES}")
+    raw = await conn.fetchval(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE candidates"
+        "(ARRAY['ten_a'], ARRAY[NULL], ARRAY[NULL], ARRAY['p7@example.com'], ARRAY[NULL])"
+    )
+    await conn.execute("RESET plan_cache_mode")
+    (plan,) = orjson.loads(raw)
+    scans_run = [
+        node["Actual Loops"]
+        for node in plan_nodes(plan["Plan"])
+        if node.get("Relation Name") == "leads" and node["Node Type"] == "Seq Scan"
+    ]
+    assert not any(scans_run), scans_run  # a scan the plan holds, but never runs

@@ -43,8 +43,9 @@ SELECT id FROM (
     SELECT id, 2, created_at FROM leads
     WHERE email = $3 AND tenant_id IS NOT DISTINCT FROM $1 AND deleted_at IS NULL
     UNION ALL
-    SELECT id, 3, created_at FROM leads
-    WHERE phone = $4 AND tenant_id IS NOT DISTINCT FROM $1 AND deleted_at IS NULL
+    SELECT id, 3, created_at FROM leads  -- only with a phone (see leads FETCH_CANDIDATES)
+    WHERE $4::text IS NOT NULL AND phone = $4 AND tenant_id IS NOT DISTINCT FROM $1
+      AND deleted_at IS NULL
 ) found
 ORDER BY rank, created_at
 LIMIT 1

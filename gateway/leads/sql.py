@@ -38,13 +38,18 @@ SELECT l.* FROM (
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS q (tenant_id, lead_id, external_id, email, phone)
     CROSS JOIN LATERAL (
-        (SELECT id, tenant_id FROM leads WHERE id = q.lead_id OFFSET 0)
+        -- Each arm runs only for a key the postback has (a one-time filter on the outer row):
+        -- a generic plan made where most leads share a value (one phone, say) may scan the
+        -- table for that arm, and must then not run it for postbacks without the key.
+        (SELECT id, tenant_id FROM leads
+         WHERE q.lead_id IS NOT NULL AND id = q.lead_id OFFSET 0)
         UNION ALL
-        (SELECT id, tenant_id FROM leads WHERE external_id = q.external_id OFFSET 0)
+        (SELECT id, tenant_id FROM leads
+         WHERE q.external_id IS NOT NULL AND external_id = q.external_id OFFSET 0)
         UNION ALL
-        (SELECT id, tenant_id FROM leads WHERE email = q.email OFFSET 0)
+        (SELECT id, tenant_id FROM leads WHERE q.email IS NOT NULL AND email = q.email OFFSET 0)
         UNION ALL
-        (SELECT id, tenant_id FROM leads WHERE phone = q.phone OFFSET 0)
+        (SELECT id, tenant_id FROM leads WHERE q.phone IS NOT NULL AND phone = q.phone OFFSET 0)
     ) AS m
     WHERE m.tenant_id = q.tenant_id
     ORDER BY m.id
