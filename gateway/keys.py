@@ -11,7 +11,6 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -75,13 +74,21 @@ class Principal:
         return self.scope_rate_limits.get(scope) or self.rate_limit or default
 
 
-def domain_options(row: asyncpg.Record) -> dict[str, Any]:
-    """A principal's tenant options beyond auth: scoring rules, conversions, quota."""
-    return {
-        "scoring": ruleset_of(row["tenant_id"], row["scoring"]),
-        "converted_stages": tuple(row["converted_stages"] or ()),
-        "monthly_quota": row["monthly_quota"],
-    }
+def principal_of(row: asyncpg.Record) -> Principal:
+    """The principal a row of AUTHENTICATE (or a dashboard session's, the same columns) makes."""
+    return Principal(
+        key_id=row["key_id"],
+        tenant_id=row["tenant_id"],
+        scopes=frozenset(row["scopes"]),
+        pipeline=Pipeline(tuple(row["stages"]), tuple(row["exit_stages"])),
+        match_phone=row["match_phone"],
+        rate_limit=row["rate_limit"],
+        scope_rate_limits=row["scope_rate_limits"],
+        mapping=row["mapping"],
+        scoring=ruleset_of(row["tenant_id"], row["scoring"]),
+        converted_stages=tuple(row["converted_stages"] or ()),
+        monthly_quota=row["monthly_quota"],
+    )
 
 
 def generate_key() -> str:
@@ -173,17 +180,7 @@ async def authenticate(
     row = await conn.fetchrow(AUTHENTICATE, digest)
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    principal = Principal(
-        key_id=row["key_id"],
-        tenant_id=row["tenant_id"],
-        scopes=frozenset(row["scopes"]),
-        pipeline=Pipeline(tuple(row["stages"]), tuple(row["exit_stages"])),
-        match_phone=row["match_phone"],
-        rate_limit=row["rate_limit"],
-        scope_rate_limits=row["scope_rate_limits"],
-        mapping=row["mapping"],
-        **domain_options(row),
-    )
+    principal = principal_of(row)
     if cache is not None:
         cache.put(digest, principal, generation)
     return principal

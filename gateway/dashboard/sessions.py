@@ -28,8 +28,7 @@ from gateway.appkeys import POOL, SETTINGS
 from gateway.constants import CSRF_HEADER, SESSION_COOKIE, SESSION_TOKEN_BYTES
 from gateway.dashboard import sql
 from gateway.errors import Forbidden, Unauthorized
-from gateway.keys import Principal, domain_options
-from gateway.tenants import Pipeline
+from gateway.keys import Principal, principal_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -83,17 +82,7 @@ async def find_session(request: web.Request) -> SignedIn | None:
     row = await request.app[POOL].fetchrow(sql.SESSION_PRINCIPAL, digest)
     if row is None or not hmac.compare_digest(row["token_hash"], digest):
         return None
-    principal = Principal(
-        key_id=row["key_id"],
-        tenant_id=row["tenant_id"],
-        scopes=frozenset(row["scopes"]),
-        pipeline=Pipeline(tuple(row["stages"]), tuple(row["exit_stages"])),
-        match_phone=row["match_phone"],
-        rate_limit=row["rate_limit"],
-        scope_rate_limits=row["scope_rate_limits"],
-        **domain_options(row),
-    )
-    return SignedIn(principal, row["csrf_token"], digest)
+    return SignedIn(principal_of(row), row["csrf_token"], digest)
 
 
 def same_origin(request: web.Request) -> bool:

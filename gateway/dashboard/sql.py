@@ -12,7 +12,7 @@ RETURNING expires_at
 # revoked) and loads what every request needs of the tenant, as API-key authentication does.
 SESSION_PRINCIPAL = """
 SELECT s.token_hash, s.csrf_token, k.id AS key_id, k.scopes, t.id AS tenant_id, t.stages,
-       t.exit_stages, t.match_phone, t.rate_limit, t.scope_rate_limits, t.scoring,
+       t.exit_stages, t.match_phone, t.rate_limit, t.scope_rate_limits, k.mapping, t.scoring,
        t.converted_stages, t.monthly_quota
 FROM dashboard_sessions s
 JOIN api_keys k ON k.id = s.key_id AND k.tenant_id = s.tenant_id
