@@ -49,6 +49,19 @@ def _end(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+def _spawn(command: str, settings: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`leadgate COMMAND` with `settings` as its only LEADGATE_ variables, logging to `log`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(LEADGATE), command],
+            env={**environment, **settings},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
 @dataclass
 class WorkerProcess:
     """`leadgate worker` in a child process; its log lines go to a file."""
@@ -64,16 +77,7 @@ class WorkerProcess:
             "LEADGATE_REDIS_URL": redis_url,
             **env,
         }
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [str(LEADGATE), "worker"],
-                env={**environment, **settings},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return cls(process, log)
+        return cls(_spawn("worker", settings, log), log)
 
     async def started(self, timeout: float = 10.0) -> None:
         """Wait until the worker logged that it runs (its startup hook is done)."""
@@ -115,16 +119,7 @@ class GatewayProcess:
             "LEADGATE_RATE_LIMIT": "0",
             **env,
         }
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("LEADGATE_")}
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [str(LEADGATE), "serve"],
-                env={**environment, **settings},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        return cls(process, log, f"http://127.0.0.1:{port}")
+        return cls(_spawn("serve", settings, log), log, f"http://127.0.0.1:{port}")
 
     async def started(self, timeout: float = 20.0) -> None:
         """Wait until /healthz answers."""
